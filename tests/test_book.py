@@ -1,0 +1,29 @@
+"The book staging step: nbdev directives become cell tags and never reach the rendered page."
+import importlib.util, json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+spec = importlib.util.spec_from_file_location("prepare_book", ROOT / "tools" / "prepare_book.py")
+prepare_book = importlib.util.module_from_spec(spec); spec.loader.exec_module(prepare_book)
+
+def code(src, **meta): return {"cell_type": "code", "source": src, "metadata": meta, "outputs": [], "execution_count": None}
+
+def test_directives_become_tags():
+    assert prepare_book.stage_cell(code("#| default_exp ghmm")) is None
+    c = prepare_book.stage_cell(code("#| export\ndef f(): pass"))
+    assert c["source"] == "def f(): pass" and c["metadata"]["tags"] == []
+    assert prepare_book.stage_cell(code("#| hide\nimport x"))["metadata"]["tags"] == ["remove-cell"]
+    assert prepare_book.stage_cell(code("#| echo: false\nplot()", tags=["x"]))["metadata"]["tags"] == ["remove-input", "x"]
+    md = {"cell_type": "markdown", "source": "#| not a directive in markdown", "metadata": {}}
+    assert prepare_book.stage_cell(md) == md
+
+def test_every_notebook_stages_without_directives(tmp_path):
+    for nb in sorted((ROOT / "nbs").glob("[!_]*.ipynb")):
+        prepare_book.stage_notebook(nb, tmp_path / nb.name)
+        cells = json.loads((tmp_path / nb.name).read_text())["cells"]
+        assert not any("#|" in "".join(c["source"]) for c in cells if c["cell_type"] == "code"), nb.name
+
+def test_toc_lists_every_notebook():
+    toc = (ROOT / "_toc.yml").read_text()
+    for nb in (ROOT / "nbs").glob("[!_]*.ipynb"):
+        assert f"nbs/{nb.stem}" in toc, f"{nb.name} is missing from _toc.yml"

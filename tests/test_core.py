@@ -1,0 +1,34 @@
+"Budget switch, results files and config hashes."
+import dataclasses, json
+
+import numpy as np
+import pytest
+
+from sfp_nb import core
+
+def test_budget_switch(monkeypatch):
+    monkeypatch.delenv("SFP_BUDGET", raising=False)
+    assert core.budget() == "smoke" and core.by_budget(1, 2) == 1
+    monkeypatch.setenv("SFP_BUDGET", "FULL")
+    assert core.budget() == "full" and core.by_budget(1, 2) == 2
+    monkeypatch.setenv("SFP_BUDGET", "huge")
+    with pytest.raises(ValueError, match="SFP_BUDGET"): core.budget()
+
+def test_results_are_written_per_budget(monkeypatch, tmp_path):
+    monkeypatch.setenv("SFP_HOME", str(tmp_path))
+    monkeypatch.setenv("SFP_BUDGET", "smoke")
+    p = core.save_results("demo", {"x": np.float32(0.5), "v": np.arange(3)})
+    assert p == tmp_path / "results" / "smoke" / "demo.json"
+    assert json.loads(p.read_text()) == {"budget": "smoke", "x": 0.5, "v": [0, 1, 2]}
+    monkeypatch.setenv("SFP_BUDGET", "full")
+    assert core.save_results("demo", {}).parent == tmp_path / "results"
+
+@dataclasses.dataclass
+class Cfg:
+    a: int = 1
+    b: tuple = (1, 2)
+
+def test_config_hash_is_stable_and_sensitive():
+    assert core.config_hash(Cfg()) == core.config_hash(Cfg()) and len(core.config_hash(Cfg())) == 12
+    assert core.config_hash(Cfg(a=2)) != core.config_hash(Cfg())
+    with pytest.raises(TypeError, match="dataclass"): core.config_hash({"a": 1})
