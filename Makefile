@@ -16,10 +16,11 @@ $(STAMP): pyproject.toml
 export: $(STAMP)
 	$(BIN)/nbdev-export
 
-# Fails when the package is out of sync with the notebooks.
+# Fails when the package is out of sync with the notebooks, or a notebook is not nbdev-clean.
 check-sync: export
-	@git diff --exit-code --stat -- sfp_nb || { echo "sfp_nb/ is out of sync with nbs/: run nbdev-export and commit"; exit 1; }
-	@test -z "$$(git ls-files --others --exclude-standard -- sfp_nb)" || { echo "untracked files in sfp_nb/: run nbdev-export and commit"; exit 1; }
+	$(BIN)/nbdev-clean
+	@git diff --exit-code --stat -- sfp_nb nbs || { echo "sfp_nb/ or nbs/ changed: run nbdev-export and nbdev-clean, then commit"; exit 1; }
+	@test -z "$$(git ls-files --others --exclude-standard -- sfp_nb nbs)" || { echo "untracked files in sfp_nb/ or nbs/: commit them"; exit 1; }
 
 test: export
 	SFP_BUDGET=smoke $(BIN)/nbdev-test --n-workers 2 --timing
