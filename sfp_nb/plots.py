@@ -15,7 +15,7 @@ from .ghmm import GHMM
 
 # %% auto #0
 __all__ = ['PALETTE', 'DPI', 'figure', 'to_simplex', 'plot_simplex', 'plot_msp', 'plot_factor_beliefs', 'plot_sector_posterior',
-           'plot_transfer']
+           'plot_belief_geometry', 'plot_training', 'plot_transfer']
 
 # %% ../nbs/03a_plots.ipynb #f9c5010f
 PALETTE = sns.color_palette("colorblind")
@@ -42,7 +42,9 @@ def plot_simplex(p: Float[ndarray, "n 3"], color=None, ax=None, labels=("0", "1"
     ax.plot(*np.vstack([_CORNERS, _CORNERS[:1]]).T, color="0.6", lw=0.8)
     for (x, y), lab, dx, dy in zip(_CORNERS, labels, (-0.04, 0.04, 0.0), (-0.05, -0.05, 0.03)):
         ax.text(x + dx, y + dy, lab, ha="center", va="center", fontsize=9)
-    ax.scatter(xy[:, 0], xy[:, 1], c=PALETTE[0] if color is None else color, s=8 if size is None else size, cmap=cmap, lw=0)
+    scalar = color is not None and np.ndim(color) == 1 and len(color) == len(xy)  # values to map through `cmap`
+    ax.scatter(xy[:, 0], xy[:, 1], c=PALETTE[0] if color is None else color, s=8 if size is None else size,
+               cmap=cmap if scalar else None, lw=0)
     ax.set_aspect("equal"); ax.axis("off")
     if title: ax.set_title(title, fontsize=10)
     return ax
@@ -88,6 +90,28 @@ def plot_sector_posterior(process: GHMM, length: int = 12, n: int = 200, seed: i
     return fig
 
 # %% ../nbs/03a_plots.ipynb #1c98c396
+def plot_belief_geometry(true: Float[ndarray, "n 3"],  # true beliefs over 3 states
+                         predicted: Float[ndarray, "n 3"],  # the probe's reading of the activations
+                         axes=None, labels=("0", "1", "2"), titles=("true beliefs", "probe on activations")):
+    "True beliefs and their probe reconstruction side by side in the simplex, coloured by the true belief."
+    if axes is None: axes = figure(2, 3.2, 3.0)[1]
+    colour = np.clip(np.asarray(true), 0, 1)
+    plot_simplex(true, color=colour, ax=axes[0], labels=labels, title=titles[0], size=14)
+    plot_simplex(predicted, color=colour, ax=axes[1], labels=labels, title=titles[1], size=4)
+    return axes
+
+# %% ../nbs/03a_plots.ipynb #45776805
+def plot_training(report: dict, ax=None, label: str | None = None, color=None):
+    "Training loss (nats/token) against step, with the Bayes-optimal loss as a dashed line."
+    if ax is None: ax = figure(1, 4.5, 3.2)[1][0]
+    h = np.asarray(report["history"])
+    c = PALETTE[0] if color is None else color
+    ax.plot(h[:, 0], h[:, 1], color=c, lw=1, label=label or report["config"]["process"])
+    ax.axhline(report["optimal_loss"], color=c, ls="--", lw=0.8)
+    ax.set_xlabel("step"); ax.set_ylabel("loss (nats / token)")
+    return ax
+
+# %% ../nbs/03a_plots.ipynb #37ef90f8
 def plot_transfer(process: GHMM, names=None):
     "Heat maps of every T(x), states ordered sector by sector, with sector boundaries drawn."
     order = np.concatenate(process.sectors)
