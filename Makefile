@@ -33,7 +33,7 @@ book: export
 	SFP_BUDGET=$(BUDGET) $(BIN)/jupyter-book build _book --path-output . --warningiserror --keep-going
 
 bench: export
-	for f in benchmarks/bench_*.py; do $(BIN)/python $$f || exit 1; done
+	for f in benchmarks/bench_*.py; do SFP_BUDGET=full $(BIN)/python $$f || exit 1; done
 
 clean:
 	rm -rf _build _book

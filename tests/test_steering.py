@@ -9,7 +9,8 @@ import transformer_lens.model_bridge.sources  # noqa: F401  (registers boot_nati
 from sfp_nb.processes import factored, pp_z1r_sfp, z1r
 from sfp_nb.steering import (ablate_and_add, ablate_direction, add_vector, allowed_tokens, belief_centroids, class_mass,
                              collect, diff_in_means, factor_marginals, forbidden_mass, kl, logit_contrasts, project,
-                             random_like, steering_metrics, steering_sweep, summarize, swap_factor, with_bos)
+                             random_like, steering_metrics, steering_sweep, summarize, swap_factor)
+from sfp_nb.training import model_inputs
 
 HOOK = "blocks.1.hook_resid_post"
 
@@ -28,7 +29,7 @@ def model(proc):
 
 @pytest.fixture(scope="module")
 def inputs(proc):
-    return with_bos(proc.sample(16, 10, seed=0), proc.vocab_size)
+    return model_inputs(proc.sample(16, 10, seed=0), proc)
 
 
 def _no_hooks(model):
@@ -242,7 +243,7 @@ def test_sweep_table_shape_and_scale_zero(model, proc):
 
 def test_batched_scales_match_one_scale_at_a_time(model, proc):
     from sfp_nb.steering import steered_probs
-    inputs = with_bos(proc.sample(30, 10, seed=5), proc.vocab_size)
+    inputs = model_inputs(proc.sample(30, 10, seed=5), proc)
     v = torch.randn(32, generator=torch.Generator().manual_seed(6))
     many = steered_probs(model, inputs, HOOK, v, [0.0, 0.7, 2.0], proc.vocab_size, batch_size=16)
     assert many.shape == (3, 30, 4)
