@@ -15,7 +15,7 @@ from .ghmm import GHMM
 
 # %% auto #0
 __all__ = ['PALETTE', 'DPI', 'figure', 'to_simplex', 'plot_simplex', 'plot_msp', 'plot_factor_beliefs', 'plot_sector_posterior',
-           'plot_belief_geometry', 'plot_training', 'plot_transfer']
+           'plot_belief_geometry', 'plot_training', 'plot_kl_vs_scale', 'plot_marginal_paths', 'plot_transfer']
 
 # %% ../nbs/03a_plots.ipynb #f9c5010f
 PALETTE = sns.color_palette("colorblind")
@@ -112,6 +112,32 @@ def plot_training(report: dict, ax=None, label: str | None = None, color=None):
     return ax
 
 # %% ../nbs/03a_plots.ipynb #37ef90f8
+def plot_kl_vs_scale(summaries: dict, ax=None, title=None):
+    "Steered- and other-factor KL against scale (log y) for each labelled summary table."
+    if ax is None: ax = figure(1, 4.6, 3.4)[1][0]
+    for i, (label, s) in enumerate(summaries.items()):
+        s = s[s.scale > 0]
+        ax.plot(s.scale, s.kl_steered_factor, "-o", color=PALETTE[i], ms=4, label=f"{label}: steered factor")
+        ax.plot(s.scale, s.kl_other_factor, "--s", color=PALETTE[i], ms=4, label=f"{label}: other factor")
+    ax.set_yscale("log"); ax.set_xlabel("steering scale"); ax.set_ylabel("KL to unsteered (nats)")
+    ax.legend(fontsize=7, frameon=False)
+    if title: ax.set_title(title, fontsize=10)
+    return ax
+
+def plot_marginal_paths(paths: dict, ax=None, title=None):
+    "Mean (Pr[v_A=1], Pr[v_B=1]) of steered outputs along the scale, one path per pair label."
+    if ax is None: ax = figure(1, 3.8, 3.6)[1][0]
+    for i, (label, pts) in enumerate(paths.items()):
+        pts = np.asarray(pts)
+        ax.plot(pts[:, 0], pts[:, 1], "-", color=PALETTE[i % len(PALETTE)], lw=1.2)
+        ax.scatter(pts[:, 0], pts[:, 1], color=PALETTE[i % len(PALETTE)], s=np.linspace(8, 40, len(pts)), label=label, zorder=3)
+    ax.set_xlim(-0.03, 1.03); ax.set_ylim(-0.03, 1.03); ax.set_aspect("equal")
+    ax.set_xlabel("Pr[factor A symbol = 1]"); ax.set_ylabel("Pr[factor B symbol = 1]")
+    ax.legend(fontsize=6, frameon=False, loc="best")
+    if title: ax.set_title(title, fontsize=10)
+    return ax
+
+# %% ../nbs/03a_plots.ipynb #42410af9
 def plot_transfer(process: GHMM, names=None):
     "Heat maps of every T(x), states ordered sector by sector, with sector boundaries drawn."
     order = np.concatenate(process.sectors)

@@ -22,7 +22,7 @@ __all__ = ['token_probs', 'SteeringData', 'collect', 'class_centroids', 'BeliefC
            'orthonormal', 'project', 'probe_directions', 'random_like', 'logit_contrasts', 'readout_gradients',
            'intervene', 'add_vector', 'ablate_direction', 'ablate_and_add', 'kl', 'factor_marginals', 'swap_factor',
            'steering_metrics', 'specificity', 'allowed_tokens', 'forbidden_mass', 'class_mass', 'steered_probs',
-           'steering_sweep', 'summarize', 'plot_kl_vs_scale', 'plot_marginal_paths']
+           'steering_sweep', 'summarize']
 
 # %% ../nbs/07_steering.ipynb #b8d62b60
 def token_probs(logits: Float[Tensor, "... d_vocab"],  # model logits, BOS included
@@ -391,31 +391,3 @@ def summarize(df: pd.DataFrame, by=("scale",)) -> pd.DataFrame:
     out = df.groupby(list(by))[cols].mean()
     out["specificity"] = specificity(df, by)
     return out.reset_index()
-
-# %% ../nbs/07_steering.ipynb #82f2e4b0
-def plot_kl_vs_scale(summaries: dict, ax=None, title=None):
-    "Steered- and other-factor KL against scale (log y) for each labelled summary table."
-    from sfp_nb.plots import PALETTE, figure
-    if ax is None: ax = figure(1, 4.6, 3.4)[1][0]
-    for i, (label, s) in enumerate(summaries.items()):
-        s = s[s.scale > 0]
-        ax.plot(s.scale, s.kl_steered_factor, "-o", color=PALETTE[i], ms=4, label=f"{label}: steered factor")
-        ax.plot(s.scale, s.kl_other_factor, "--s", color=PALETTE[i], ms=4, label=f"{label}: other factor")
-    ax.set_yscale("log"); ax.set_xlabel("steering scale"); ax.set_ylabel("KL to unsteered (nats)")
-    ax.legend(fontsize=7, frameon=False)
-    if title: ax.set_title(title, fontsize=10)
-    return ax
-
-def plot_marginal_paths(paths: dict, factor: int, ax=None, title=None):
-    "Mean (Pr[v_A=1], Pr[v_B=1]) of steered outputs along the scale, one path per pair label."
-    from sfp_nb.plots import PALETTE, figure
-    if ax is None: ax = figure(1, 3.8, 3.6)[1][0]
-    for i, (label, pts) in enumerate(paths.items()):
-        pts = np.asarray(pts)
-        ax.plot(pts[:, 0], pts[:, 1], "-", color=PALETTE[i % len(PALETTE)], lw=1.2)
-        ax.scatter(pts[:, 0], pts[:, 1], color=PALETTE[i % len(PALETTE)], s=np.linspace(8, 40, len(pts)), label=label, zorder=3)
-    ax.set_xlim(-0.03, 1.03); ax.set_ylim(-0.03, 1.03); ax.set_aspect("equal")
-    ax.set_xlabel("Pr[factor A symbol = 1]"); ax.set_ylabel("Pr[factor B symbol = 1]")
-    ax.legend(fontsize=6, frameon=False, loc="best")
-    if title: ax.set_title(title, fontsize=10)
-    return ax
