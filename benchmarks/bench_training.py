@@ -9,9 +9,7 @@ timed repeats, which filters out interference but not all of it.
 """
 from __future__ import annotations
 import argparse, dataclasses, os, platform, sys, time
-import numpy as np
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from sfp_nb.core import by_budget, save_results

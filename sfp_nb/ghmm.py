@@ -139,7 +139,6 @@ def _scan(self: GHMM, tokens: Int[ndarray, "batch pos"]):
     beliefs = np.empty((B, L, self.n_states))
     logp = np.full((B, L), -np.inf)
     dead = np.full(B, -1)
-    rows = np.arange(B)
     for t in range(L):
         w = np.einsum("bs,bst->bt", v, self.T[tokens[:, t]])
         z = w @ self.one

@@ -4,7 +4,6 @@
 
 # %% ../nbs/03a_plots.ipynb #363a47fd
 from __future__ import annotations
-import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns

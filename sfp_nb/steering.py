@@ -4,7 +4,6 @@
 
 # %% ../nbs/07_steering.ipynb #80bd8f51
 from __future__ import annotations
-import itertools
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 import numpy as np

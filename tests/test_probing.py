@@ -1,7 +1,6 @@
 "Probing: planted linear structure is recovered exactly, activations match run_with_cache, clear errors."
 import numpy as np
 import pytest
-import torch
 from hypothesis import given, settings, strategies as st
 from sfp_nb.probing import (collect_activations, fit_probe, principal_angles, probe_model, probe_targets, r2_score,
                             resid_hooks, rmse)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from sfp_nb.beliefs import belief_classes, factor_correlation, sector_posterior
-from sfp_nb.processes import (PP_Z1R_PARTITION, direct_sum, even_process, factored, is_partition_preserving, leak,
+from sfp_nb.processes import (PP_Z1R_PARTITION, direct_sum, factored, is_partition_preserving, leak,
                               pp_z1r, pp_z1r_sfp, rrxor, sector_states, sfp_from_blocks, sfp_from_factors, z1r)
 
 def test_sfp_transfer_matrices_are_block_diagonal_and_leak_breaks_them():
