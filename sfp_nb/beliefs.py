@@ -44,11 +44,11 @@ def density_matrices(p: Float[ndarray, "... states"],  # joint distribution over
     return diag(p), diag(pA), diag(pB)
 
 def factor_correlation(p: Float[ndarray, "... states"], state_shape: tuple[int, int]) -> dict:
-    "Correlation of two factors: mutual information in bits, and trace distance ||rho_AB - rho_A x rho_B||_1."
+    "Correlation of two factors: mutual information in bits, and trace distance 1/2 ||rho_AB - rho_A x rho_B||_1."
     pA, pB = factor_beliefs(p, state_shape)
     prod = (pA[..., :, None] * pB[..., None, :]).reshape(p.shape)
     ratio = np.where(p > 0, p / np.where(prod > 0, prod, 1.0), 1.0)
-    return {"mutual_information": (p * np.log2(ratio)).sum(-1), "trace_distance": np.abs(p - prod).sum(-1)}
+    return {"mutual_information": (p * np.log2(ratio)).sum(-1), "trace_distance": 0.5 * np.abs(p - prod).sum(-1)}
 
 # %% ../nbs/03_beliefs.ipynb #aa6da117
 def belief_classes(beliefs: Float[ndarray, "n states"], decimals: int = 6) -> tuple[Int[ndarray, "n"], Float[ndarray, "classes states"]]:

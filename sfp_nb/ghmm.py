@@ -46,6 +46,8 @@ class GHMM:
         if not np.any(np.abs(np.linalg.eigvals(net) - 1) < 1e-6):
             raise ValueError(f"{name}: the net operator sum_x T(x) has no eigenvalue 1 (eigenvalues {np.round(np.linalg.eigvals(net), 4)})")
         self.one = self._check_one(net, one)
+        if eta is not None and one is None and not np.allclose(net.sum(1), 1.0, atol=ATOL):
+            self.one = self._scale_one(eta)  # |1>> is defined up to scale: fix it by <eta|1>> = 1 (eqs. 2-3)
         self.state_shape = _check_shape(state_shape, S, "state_shape")
         self.vocab_shape = _check_shape(vocab_shape, X, "vocab_shape")
         self.sectors = _check_sectors(sectors, S)
@@ -88,6 +90,15 @@ def _check_one(self: GHMM, net, one):
     if not np.isfinite(one).all(): raise ValueError(f"{self.name}: `one` has NaN or infinite entries")
     if not np.allclose(net @ one, one, atol=1e-6): raise ValueError(f"{self.name}: `one` is not a right eigenvector of sum_x T(x) with eigenvalue 1")
     return one
+
+@patch
+def _scale_one(self: GHMM, eta):
+    "|1>> rescaled so that <eta|1>> = 1; refused only when eta has no finite, non-zero component along it."
+    eta = np.asarray(eta, dtype=float)
+    if eta.shape != (self.n_states,): raise ValueError(f"{self.name}: eta must have length {self.n_states} (the number of states), got shape {eta.shape}")
+    z = eta @ self.one
+    if not np.isfinite(z) or abs(z) < 1e-12: raise ValueError(f"{self.name}: <eta|1>> = {z:.3g}: eta cannot be normalised against |1>>")
+    return self.one / z
 
 @patch
 def _check_eta(self: GHMM, eta):
@@ -192,11 +203,26 @@ def next_token_probs(self: GHMM, tokens: Int[ndarray, "batch pos"]) -> Float[nda
 
 # %% ../nbs/01_ghmm.ipynb #4260f686
 @patch
-def sample(self: GHMM, n: int, length: int, seed: int | np.random.Generator = 0) -> Int[ndarray, "n length"]:
-    "Draw `n` sequences of `length` tokens from the process, started in `eta`."
+def sector_weights(self: GHMM) -> Float[ndarray, "sectors"]:
+    "The probability <eta|Pi_sigma|1>> that a sequence starts in each sector."
+    return np.array([self.eta[idx] @ self.one[idx] for idx in self.sectors])
+
+@patch
+def sample(self: GHMM, n: int, length: int, seed: int | np.random.Generator = 0,
+           return_sectors: bool = False  # also return each sequence's sector (index into `self.sectors`)
+           ) -> Int[ndarray, "n length"] | tuple[Int[ndarray, "n length"], Int[ndarray, "n"]]:
+    "Draw `n` sequences of `length` tokens from the process, started in `eta` (and, optionally, their sectors)."
     if n < 0 or length < 0: raise ValueError(f"n and length must be non-negative, got n={n}, length={length}")
     rng = np.random.default_rng(seed)
     v = np.broadcast_to(self.eta, (n, self.n_states)).copy()
+    sectors = np.zeros(n, dtype=np.int64)
+    if len(self.sectors) > 1:  # draw the sector first, then run inside it
+        w = self.sector_weights()
+        if (w < -ATOL).any(): raise ValueError(f"{self.name}: eta gives a sector negative weight {w}: sectors cannot be sampled")
+        sectors = rng.choice(len(w), size=n, p=np.clip(w, 0, None) / np.clip(w, 0, None).sum())
+        mask = np.zeros((len(w), self.n_states))
+        for k, idx in enumerate(self.sectors): mask[k, idx] = 1.0
+        v = v * mask[sectors] / w[sectors, None]
     out = np.empty((n, length), dtype=np.int64)
     for t in range(length):
         p = np.clip(v @ self.emission, 0.0, None)
@@ -206,7 +232,7 @@ def sample(self: GHMM, n: int, length: int, seed: int | np.random.Generator = 0)
         w = np.einsum("bs,bst->bt", v, self.T[x])
         v = w / (w @ self.one)[:, None]
         out[:, t] = x
-    return out
+    return (out, sectors) if return_sectors else out
 
 # %% ../nbs/01_ghmm.ipynb #625b6ee8
 @patch

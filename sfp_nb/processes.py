@@ -4,7 +4,8 @@
 
 # %% ../nbs/02_processes.ipynb #de8eb0f2
 from __future__ import annotations
-import itertools
+import dataclasses, functools, importlib, inspect, itertools
+from typing import Any, Callable
 import numpy as np
 from jaxtyping import Float
 from numpy import ndarray
@@ -12,8 +13,9 @@ from scipy.linalg import block_diag
 from .ghmm import GHMM
 
 # %% auto #0
-__all__ = ['PP_Z1R_PARTITION', 'z1r', 'mess3', 'rrxor', 'even_process', 'pp_z1r', 'factored', 'is_partition_preserving',
-           'direct_sum', 'sector_states', 'sfp_from_blocks', 'sfp_from_factors', 'leak', 'pp_z1r_sfp']
+__all__ = ['PP_Z1R_PARTITION', 'PROCESS_FAMILIES', 'FAMILY_MODULES', 'z1r', 'mess3', 'rrxor', 'even_process', 'pp_z1r',
+           'factored', 'is_partition_preserving', 'direct_sum', 'sector_states', 'sfp_from_blocks', 'sfp_from_factors',
+           'leak', 'pp_z1r_sfp', 'register_process', 'ProcessSpec', 'make_process', 'z1r_x_z1r']
 
 # %% ../nbs/02_processes.ipynb #6609627c
 def z1r() -> GHMM:
@@ -166,3 +168,76 @@ def leak(process: GHMM, epsilon: float) -> GHMM:
 def pp_z1r_sfp(prior=(0.4, 0.1, 0.1, 0.4)) -> GHMM:
     "The proposal's SFP: two eq. 8 factors, four sectors V_00, V_01, V_10, V_11 with the given prior."
     return sfp_from_factors([pp_z1r(), pp_z1r()], [PP_Z1R_PARTITION] * 2, prior, name="PP-Z1R x PP-Z1R")
+
+# %% ../nbs/02_processes.ipynb #1123839f
+PROCESS_FAMILIES: dict[str, Callable[..., GHMM]] = {}
+FAMILY_MODULES = ("sfp_nb.emworld",)  # modules that register more families; imported on first use
+
+def register_process(name: str | None = None):
+    "Decorator: make a process constructor nameable as `ProcessSpec(name, **params)` (default name: the function's)."
+    def deco(fn):
+        key = name or fn.__name__
+        if key in PROCESS_FAMILIES and PROCESS_FAMILIES[key] is not fn: raise ValueError(f"process family {key!r} is registered twice")
+        PROCESS_FAMILIES[key] = fn
+        return fn
+    return deco
+
+def _family(name: str) -> Callable[..., GHMM]:
+    if name not in PROCESS_FAMILIES:
+        for m in FAMILY_MODULES:
+            try: importlib.import_module(m)
+            except ModuleNotFoundError as e:
+                if e.name != m: raise
+    if name not in PROCESS_FAMILIES: raise ValueError(f"unknown process {name!r}; known processes: {sorted(PROCESS_FAMILIES)}")
+    return PROCESS_FAMILIES[name]
+
+def _frozen(v):
+    "A hashable, JSON-able parameter value: lists become tuples, numpy scalars Python numbers."
+    if isinstance(v, (list, tuple, np.ndarray)): return tuple(_frozen(x) for x in v)
+    if isinstance(v, np.generic): return v.item()
+    if v is None or isinstance(v, (bool, int, float, str)): return v
+    raise ValueError(f"process parameters must be numbers, strings or tuples of them, got {type(v).__name__}")
+
+# %% ../nbs/02_processes.ipynb #1cbe60bf
+@dataclasses.dataclass(frozen=True)
+class ProcessSpec:
+    "A registered process constructor and its keyword arguments: hashable, JSON round-trip, checked on creation."
+    name: str
+    params: tuple[tuple[str, Any], ...] = ()
+
+    def __init__(self, name: str, params: dict | tuple = (), **kwargs):
+        items = dict(params, **kwargs)
+        try: inspect.signature(_family(name)).bind(**items)
+        except TypeError as e: raise ValueError(f"bad parameters for process {name!r}: {e}") from None
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "params", tuple(sorted((k, _frozen(v)) for k, v in items.items())))
+
+    def build(self) -> GHMM:
+        "The process this spec names (built once per spec, then shared)."
+        return _build(self)
+
+    def to_dict(self) -> dict: return {"name": self.name, "params": dict(self.params)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ProcessSpec":
+        "The spec of `to_dict`'s output (or of `dataclasses.asdict`)."
+        return cls(d["name"], dict(d.get("params", ())))
+
+    def __str__(self): return f"{self.name}(" + ", ".join(f"{k}={v}" for k, v in self.params) + ")"
+
+@functools.lru_cache(maxsize=64)
+def _build(spec: ProcessSpec) -> GHMM:
+    return _family(spec.name)(**dict(spec.params))
+
+def make_process(spec: ProcessSpec | str) -> GHMM:
+    "The process a `ProcessSpec` (or a registered name, with default parameters) describes."
+    return (spec if isinstance(spec, ProcessSpec) else ProcessSpec(spec)).build()
+
+# %% ../nbs/02_processes.ipynb #c4394629
+for _f in (z1r, mess3, rrxor, pp_z1r, pp_z1r_sfp): register_process()(_f)
+register_process("even")(even_process)
+
+@register_process()
+def z1r_x_z1r() -> GHMM:
+    "Z1R x Z1R, the fully factored world of proposal Table 1."
+    return factored(z1r(), z1r())

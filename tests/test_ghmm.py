@@ -184,3 +184,28 @@ def test_bad_one_and_tokens():
 def test_structure_metadata_is_checked():
     with pytest.raises(ValueError, match="state_shape"): GHMM(Z, state_shape=(2, 2))
     with pytest.raises(ValueError, match="partition"): GHMM(Z, sectors=[[0, 1], [1, 2]])
+
+@settings(max_examples=40, deadline=None)
+@given(hmms, words, st.integers(0, 2**31))
+def test_ghmm_without_one_is_normalised_by_eta(p, word, seed):
+    "Given T and eta but not |1>>, a non-stochastic T gets |1>> scaled so that <eta|1>> = 1 (eqs. 2-3)."
+    g = similar_ghmm(p, seed)
+    if np.allclose(g.T.sum(0).sum(1), 1.0) or len(np.linalg.eigvals(g.T.sum(0))[np.isclose(np.linalg.eigvals(g.T.sum(0)), 1)]) != 1:
+        return  # stochastic by chance, or a degenerate eigenvalue 1 (then `one` must be given)
+    h = GHMM(g.T, g.eta)
+    word = [x % p.vocab_size for x in word]
+    assert np.isclose(h.eta @ h.one, 1.0) and np.isclose(h.prob(word), p.prob(word), atol=1e-9)
+
+def test_eta_orthogonal_to_one_is_refused():
+    g = similar_ghmm(z1r(), 3)
+    eta = np.linalg.svd(g.one[None])[2][1]  # a vector with <eta|1>> = 0
+    with pytest.raises(ValueError, match="cannot be normalised"): GHMM(g.T, eta)
+
+def test_sampled_sectors_follow_the_prior_and_explain_the_sequence():
+    p = pp_z1r_sfp((0.4, 0.1, 0.1, 0.4))
+    toks, sec = p.sample(4000, 12, seed=5, return_sectors=True)
+    assert np.allclose(np.bincount(sec, minlength=4) / 4000, [0.4, 0.1, 0.1, 0.4], atol=0.025)
+    b = p.beliefs(toks, initial=True)
+    post = np.stack([b[..., idx].sum(-1) for idx in p.sectors], -1)
+    assert (post[np.arange(4000), :, sec] > 0).all()  # the labelled sector never becomes impossible
+    assert (p.sample(4000, 12, seed=5) == toks).all()  # the labels do not change the draws

@@ -20,9 +20,17 @@ def test_sfp_transfer_matrices_are_block_diagonal_and_leak_breaks_them():
     assert is_partition_preserving(leak(sfp, 0.0).T, sfp.sectors)
 
 def test_leak_keeps_a_valid_process():
-    p = leak(pp_z1r_sfp(), 0.2)
+    "Leaking redraws the state from the stationary vector, so that vector stays stationary and words still sum to 1."
+    base = pp_z1r_sfp()
+    p = leak(base, 0.2)
     assert p.is_hmm and np.allclose(p.T.sum((0, 2)), 1)
-    assert len({tuple(np.round(r, 8)) for r in [p.stationary()]}) == 1
+    pi = p.stationary()
+    assert np.allclose(pi @ p.T.sum(0), pi) and np.allclose(pi, base.stationary())
+    words = np.array(np.meshgrid(*[range(p.vocab_size)] * 3)).reshape(3, -1).T
+    assert np.isclose(p.prob(words).sum(), 1.0)
+    toks, sec = p.sample(3000, 12, seed=1, return_sectors=True)
+    post = sector_posterior(p.beliefs(toks), p.sectors)[:, -1]
+    assert (post.argmax(-1) != sec).mean() > 0.05  # sequences leave the sector they started in
 
 def test_sector_posterior_is_constant_in_expectation_and_sums_to_one():
     "The posterior over an invariant sector is a martingale: its mean over sampled prefixes is the prior."
