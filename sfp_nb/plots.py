@@ -105,7 +105,7 @@ def plot_training(report: dict, ax=None, label: str | None = None, color=None):
     if ax is None: ax = figure(1, 4.5, 3.2)[1][0]
     h = np.asarray(report["history"])
     c = PALETTE[0] if color is None else color
-    ax.plot(h[:, 0], h[:, 1], color=c, lw=1, label=label or report["config"]["process"])
+    ax.plot(h[:, 0], h[:, 1], color=c, lw=1, label=label or report["config"]["process"]["name"])
     ax.axhline(report["optimal_loss"], color=c, ls="--", lw=0.8)
     ax.set_xlabel("step"); ax.set_ylabel("loss (nats / token)")
     return ax

@@ -13,9 +13,10 @@ from scipy.linalg import block_diag
 from .ghmm import GHMM
 
 # %% auto #0
-__all__ = ['PP_Z1R_PARTITION', 'PROCESS_FAMILIES', 'FAMILY_MODULES', 'z1r', 'mess3', 'rrxor', 'even_process', 'pp_z1r',
-           'factored', 'is_partition_preserving', 'direct_sum', 'sector_states', 'sfp_from_blocks', 'sfp_from_factors',
-           'leak', 'pp_z1r_sfp', 'register_process', 'ProcessSpec', 'make_process', 'z1r_x_z1r']
+__all__ = ['PP_Z1R_PARTITION', 'PROCESS_FAMILIES', 'FAMILY_MODULES', 'LOSS_MASKS', 'z1r', 'mess3', 'rrxor', 'even_process',
+           'pp_z1r', 'factored', 'is_partition_preserving', 'direct_sum', 'sector_states', 'sfp_from_blocks',
+           'sfp_from_factors', 'leak', 'pp_z1r_sfp', 'register_process', 'ProcessSpec', 'make_process', 'z1r_x_z1r',
+           'register_loss_mask', 'loss_mask']
 
 # %% ../nbs/02_processes.ipynb #6609627c
 def z1r() -> GHMM:
@@ -182,12 +183,14 @@ def register_process(name: str | None = None):
         return fn
     return deco
 
+def _import_family_modules():
+    for m in FAMILY_MODULES:
+        try: importlib.import_module(m)
+        except ModuleNotFoundError as e:
+            if e.name != m: raise
+
 def _family(name: str) -> Callable[..., GHMM]:
-    if name not in PROCESS_FAMILIES:
-        for m in FAMILY_MODULES:
-            try: importlib.import_module(m)
-            except ModuleNotFoundError as e:
-                if e.name != m: raise
+    if name not in PROCESS_FAMILIES: _import_family_modules()
     if name not in PROCESS_FAMILIES: raise ValueError(f"unknown process {name!r}; known processes: {sorted(PROCESS_FAMILIES)}")
     return PROCESS_FAMILIES[name]
 
@@ -241,3 +244,24 @@ register_process("even")(even_process)
 def z1r_x_z1r() -> GHMM:
     "Z1R x Z1R, the fully factored world of proposal Table 1."
     return factored(z1r(), z1r())
+
+# %% ../nbs/02_processes.ipynb #c3e5bb11
+LOSS_MASKS: dict[str, Callable] = {}
+
+def register_loss_mask(name: str):
+    "Decorator: register `fn(tokens, process) -> bool array (batch, pos)` as the loss mask `name`."
+    def deco(fn):
+        if name in LOSS_MASKS and LOSS_MASKS[name] is not fn: raise ValueError(f"loss mask {name!r} is registered twice")
+        LOSS_MASKS[name] = fn
+        return fn
+    return deco
+
+def loss_mask(name: str, tokens, process: GHMM) -> np.ndarray:
+    "The boolean mask (batch, pos) of the tokens that count in the loss under rule `name`."
+    if name not in LOSS_MASKS: _import_family_modules()
+    if name not in LOSS_MASKS: raise ValueError(f"unknown loss mask {name!r}; known: {sorted(LOSS_MASKS)}")
+    mask = np.asarray(LOSS_MASKS[name](np.asarray(tokens), process), dtype=bool)
+    if mask.shape != np.shape(tokens): raise ValueError(f"loss mask {name!r} returned shape {mask.shape}, tokens have {np.shape(tokens)}")
+    return mask
+
+register_loss_mask("all")(lambda tokens, process: np.ones(tokens.shape, dtype=bool))
