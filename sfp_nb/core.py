@@ -35,7 +35,8 @@ def show_progress() -> bool:
 
 def progress(iterable=None, **kwargs):
     "A tqdm progress bar over `iterable`, disabled when `show_progress()` is False."
-    return tqdm(iterable, disable=not show_progress() or kwargs.pop("disable", False), mininterval=1.0, **kwargs)
+    off = kwargs.pop("disable", False) or not show_progress()
+    return tqdm(iterable, disable=off, mininterval=1.0, **kwargs)
 
 # %% ../nbs/00_core.ipynb #37696ca3
 def project_root() -> Path:
