@@ -11,7 +11,7 @@ from scipy import stats
 from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['BUDGETS', 'budget', 'by_budget', 'show_progress', 'progress', 'project_root', 'results_dir', 'artifact_root',
+__all__ = ['BUDGETS', 'budget', 'by_budget', 'seeds', 'show_progress', 'progress', 'project_root', 'results_dir', 'artifact_root',
            'to_json', 'save_results', 'load_results', 'result_numbers', 'glue_results', 'mean_ci', 'ci_excludes',
            'config_hash', 'artifact_dir']
 
@@ -27,6 +27,12 @@ def budget() -> str:
 def by_budget(smoke, full):
     "The `smoke` or the `full` value of a size, according to `budget()`."
     return full if budget() == "full" else smoke
+
+# %% ../nbs/00_core.ipynb #6b849aeb
+def seeds(n: int = 3) -> list[int]:
+    "The training seeds of an experiment: `range(n)` at the full budget, `[0]` at smoke."
+    if n < 1: raise ValueError(f"need at least one seed, got {n}")
+    return list(range(by_budget(1, n)))
 
 # %% ../nbs/00_core.ipynb #5f0e8c37
 def show_progress() -> bool:

@@ -41,11 +41,11 @@ class TrainConfig:
     "Everything that determines a trained model's weights; its hash names the model's artifacts."
     process: ProcessSpec = ProcessSpec("z1r_x_z1r")  # the world (a registered name is accepted too)
     seq_len: int = 12  # tokens per training sequence (the model sees BOS + seq_len - 1 of them)
-    batch_size: int = 256  # sequences per step
-    steps: int = 2000  # optimiser steps
-    lr: float = 3e-3  # peak AdamW learning rate
+    batch_size: int = 128  # sequences per step
+    steps: int = 1000  # optimiser steps
+    lr: float = 1e-2  # peak AdamW learning rate
     weight_decay: float = 0.0  # AdamW weight decay
-    warmup_steps: int = 100  # linear warm-up from 0 to `lr`
+    warmup_steps: int = 30  # linear warm-up from 0 to `lr`
     schedule: str = "cosine"  # "cosine" (decay to `min_lr_frac * lr`) or "constant" after warm-up
     min_lr_frac: float = 0.1  # final learning rate as a fraction of `lr` (cosine schedule)
     seed: int = 0  # seeds the weights and every batch
