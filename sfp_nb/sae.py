@@ -16,8 +16,7 @@ from numpy import ndarray
 from safetensors.torch import load_file, save_file
 from scipy.stats import rankdata
 from torch import Tensor, nn
-from tqdm.auto import tqdm
-from .core import show_progress
+from .core import progress as progress_bar, show_progress
 
 # %% auto #0
 __all__ = ['B_DEC_INITS', 'SAEConfig', 'topk', 'TopKSAE', 'project_decoder_grad', 'normalise_decoder', 'batch_fvu', 'aux_loss',
@@ -181,8 +180,8 @@ def train_sae(cfg: SAEConfig,
     since_fired = torch.zeros(cfg.n_latents, dtype=torch.long)
     history = {"step": [], "fvu": [], "aux": [], "l0": [], "dead_fraction": []}
     t0, steps = time.perf_counter(), 0
-    bar = tqdm(_stream(batches, cfg), total=cfg.steps, desc="train SAE", mininterval=1.0,
-               disable=not (show_progress() if progress is None else progress))
+    bar = progress_bar(_stream(batches, cfg), total=cfg.steps, desc="train SAE",
+                       disable=not (show_progress() if progress is None else progress))
     for step, x in enumerate(bar):
         x = _check_batch(x, cfg.d_in)
         if step == 0: init_b_dec(sae, x)
