@@ -16,7 +16,7 @@ Usage: `python tools/check_pages.py [--html _build/html] [--toc _toc.yml] [--job
 """
 from __future__ import annotations
 
-import argparse, os, re, shutil, subprocess, sys, tempfile, time
+import argparse, json, os, re, shutil, subprocess, sys, tempfile, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -61,7 +61,6 @@ def toc_pages(toc: Path) -> list[str]:
 def source_has_math(source: str) -> bool:
     "Whether a page source (notebook JSON or markdown) has `$`-delimited math or a math directive in its prose."
     if source.lstrip().startswith("{"):
-        import json
         try: cells = json.loads(source)["cells"]
         except (ValueError, KeyError): cells = []
         source = "\n\n".join("".join(c["source"]) for c in cells if c.get("cell_type") == "markdown")
