@@ -27,3 +27,17 @@ def test_toc_lists_every_notebook():
     toc = (ROOT / "_toc.yml").read_text()
     for nb in (ROOT / "nbs").glob("[!_]*.ipynb"):
         assert f"nbs/{nb.stem}" in toc, f"{nb.name} is missing from _toc.yml"
+
+
+def test_ci_builds_the_book_first_from_nothing():
+    "CI builds the smoke book before anything trains a model, then checks pages, then runs the README's tests."
+    ci = (ROOT / ".ci" / "run").read_text()
+    stages = [ci.index(s) for s in ('stage "smoke book', 'stage "page checks"', 'stage "make test"', 'stage "make check-sync"')]
+    assert stages == sorted(stages), "CI stages out of order"
+    assert 'SFP_ARTIFACTS="$(mktemp -d)" make book BUDGET=smoke' in ci and "set -euo pipefail" in ci
+    assert "tools/check_pages.py" in ci and "tests/test_glue.py" in ci
+
+
+def test_book_build_hides_progress_bars_and_fails_on_warnings():
+    book = (ROOT / "Makefile").read_text().split("\nbook:")[1].split("\n\n")[0]
+    assert "SFP_PROGRESS=0" in book and "--warningiserror" in book
