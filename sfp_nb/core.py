@@ -8,7 +8,7 @@ import dataclasses, hashlib, json, math, os
 from pathlib import Path
 import numpy as np
 from scipy import stats
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain text bars: no widget needed, nothing printed when disabled
 
 # %% auto #0
 __all__ = ['BUDGETS', 'budget', 'by_budget', 'seeds', 'show_progress', 'progress', 'project_root', 'results_dir', 'artifact_root',
