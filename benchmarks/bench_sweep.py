@@ -55,39 +55,49 @@ SCHEDULES = {  # name -> changes to the book's model config
 }
 
 
+def throughput(backend: str, cfgs: list, n_tasks: int, client=None) -> dict:
+    "Models per hour (only models at the target gap count) and the per-task overhead of one backend."
+    fresh_store()
+    t0 = time.perf_counter()
+    t = sweep(train_model, cfgs, backend=backend, n_jobs=2, client=client, show=False)
+    wall = time.perf_counter() - t0
+    fresh_store()
+    t1 = time.perf_counter()
+    sweep(nothing, [Nothing(i) for i in range(n_tasks)], backend=backend, n_jobs=2, client=client, show=False)
+    overhead = (time.perf_counter() - t1) / n_tasks
+    ok = int((t.gap <= TARGET_GAP).sum())
+    return {"models_per_hour": ok / wall * 3600, "models_per_hour_all": len(t) / wall * 3600, "wall_seconds": wall,
+            "n_models": len(t), "n_at_target_gap": ok, "overhead_s_per_task": overhead, "n_overhead_tasks": n_tasks,
+            "gap": {"max": float(t.gap.max()), "mean": float(t.gap.mean())}}
+
+
 def main():
     base = TrainConfig(process="z1r_x_z1r")
     plan = SCHEDULES if by_budget(False, True) else {k: SCHEDULES[k] for k in list(SCHEDULES)[3:5]}
+    n_select, n_models, n_tasks = by_budget(2, 4), by_budget(4, 24), by_budget(10, 60)
     fresh_store()
     rows = []
     for name, changes in plan.items():
-        cfgs = [dataclasses.replace(base, **changes, seed=s) for s in range(2)]
+        cfgs = [dataclasses.replace(base, **changes, seed=s) for s in range(n_select)]
         t = sweep(train_model, cfgs, backend="serial", show=False)
         rows.append({"schedule": name, **changes, "gap_max": float(t.gap.max()), "gap_mean": float(t.gap.mean()),
                      "train_seconds": float(t.train_seconds.mean()), "record_seconds": float(t.seconds.mean())})
         print(f"{name:52s} gap {t.gap.mean():.4f} (max {t.gap.max():.4f})  {t.seconds.mean():5.1f} s per model", flush=True)
-    ok = [r for r in rows if r["gap_max"] <= TARGET_GAP]
-    best = min(ok, key=lambda r: r["record_seconds"])
+    ok = [r for r in rows if r["gap_max"] <= TARGET_GAP / 2] or [r for r in rows if r["gap_max"] <= TARGET_GAP]
+    best = min(ok, key=lambda r: r["record_seconds"])  # margin: every selection seed at half the target gap if any schedule is
     changes = SCHEDULES[best["schedule"]]
-    print(f"cheapest schedule at gap <= {TARGET_GAP}: {best['schedule']}")
+    print(f"cheapest schedule with margin below gap {TARGET_GAP}: {best['schedule']}")
 
-    n_models, n_tasks = by_budget(4, 24), by_budget(10, 60)
-    out = {}
-    for backend in ("loky", "dask"):
-        fresh_store()
-        cfgs = [dataclasses.replace(base, **changes, seed=100 + s) for s in range(n_models)]
-        t0 = time.perf_counter()
-        t = sweep(train_model, cfgs, backend=backend, n_jobs=2, show=False)
-        wall = time.perf_counter() - t0
-        fresh_store()
-        t1 = time.perf_counter()
-        sweep(nothing, [Nothing(i) for i in range(n_tasks)], backend=backend, n_jobs=2, show=False)
-        overhead = (time.perf_counter() - t1) / n_tasks
-        out[backend] = {"models_per_hour": n_models / wall * 3600, "wall_seconds": wall, "n_models": n_models,
-                        "overhead_s_per_task": overhead, "n_overhead_tasks": n_tasks,
-                        "gap": {"max": float(t.gap.max()), "mean": float(t.gap.mean())}, "all_below_target": bool((t.gap <= TARGET_GAP).all())}
-        print(f"{backend}: {out[backend]['models_per_hour']:.0f} models/hour ({n_models} in {wall:.1f} s; gap max {t.gap.max():.4f}); "
-              f"overhead {overhead * 1e3:.0f} ms per task", flush=True)
+    cfgs = [dataclasses.replace(base, **changes, seed=100 + s) for s in range(n_models)]
+    out = {"loky": throughput("loky", cfgs, n_tasks)}
+    from dask.distributed import Client, LocalCluster
+    t0 = time.perf_counter()
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
+        start = time.perf_counter() - t0
+        out["dask"] = {**throughput("dask", cfgs, n_tasks, client), "cluster_start_seconds": start}
+    for b, r in out.items():
+        print(f"{b}: {r['models_per_hour']:.0f} models/hour at gap <= {TARGET_GAP} ({r['n_at_target_gap']}/{r['n_models']} in "
+              f"{r['wall_seconds']:.1f} s; gap max {r['gap']['max']:.4f}); overhead {r['overhead_s_per_task'] * 1e3:.0f} ms per task", flush=True)
     path = save_results("bench_sweep", {
         **out, "target_gap": TARGET_GAP, "schedule": best["schedule"], "schedule_changes": changes, "schedules": rows,
         "gap": {b: out[b]["gap"] for b in out}, "workers": 2, "threads_per_worker": 1,

@@ -31,6 +31,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                     'sfp_nb.experiments._flat': ('experiments.html#_flat', 'sfp_nb/experiments.py'),
                                     'sfp_nb.experiments._job': ('experiments.html#_job', 'sfp_nb/experiments.py'),
                                     'sfp_nb.experiments._name': ('experiments.html#_name', 'sfp_nb/experiments.py'),
+                                    'sfp_nb.experiments._quiet': ('experiments.html#_quiet', 'sfp_nb/experiments.py'),
                                     'sfp_nb.experiments._run_jobs': ('experiments.html#_run_jobs', 'sfp_nb/experiments.py'),
                                     'sfp_nb.experiments.experiment': ('experiments.html#experiment', 'sfp_nb/experiments.py'),
                                     'sfp_nb.experiments.git_commit': ('experiments.html#git_commit', 'sfp_nb/experiments.py'),

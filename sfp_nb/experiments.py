@@ -4,7 +4,7 @@
 
 # %% ../nbs/04a_experiments.ipynb #c4c6d71a
 from __future__ import annotations
-import contextlib, dataclasses, fcntl, json, os, subprocess, time
+import contextlib, dataclasses, fcntl, json, logging, os, subprocess, time
 from pathlib import Path
 from typing import Callable, Iterable
 import pandas as pd
@@ -91,6 +91,15 @@ def _job(fn, config, env: dict, threads: int) -> str:
     run_experiment(fn, config)
     return config_hash(config)
 
+@contextlib.contextmanager
+def _quiet(logger: str):
+    "Raise `logger`'s level to ERROR for the duration."
+    log = logging.getLogger(logger)
+    old = log.level
+    log.setLevel(logging.ERROR)
+    try: yield
+    finally: log.setLevel(old)
+
 def _run_jobs(fn, todo: list, backend: str, n_jobs: int, client, threads: int, bar):
     env = _environment()
     if backend == "serial":
@@ -102,8 +111,10 @@ def _run_jobs(fn, todo: list, backend: str, n_jobs: int, client, threads: int, b
     elif backend == "dask":
         from dask.distributed import Client, LocalCluster, as_completed
         with contextlib.ExitStack() as stack:
-            if client is None:
-                cluster = stack.enter_context(LocalCluster(n_workers=n_jobs, threads_per_worker=1, processes=True, dashboard_address=None))
+            if client is None:  # a cluster for this sweep; its shutdown chatter (stderr) must not reach a page
+                stack.enter_context(_quiet("distributed"))
+                cluster = stack.enter_context(LocalCluster(n_workers=n_jobs, threads_per_worker=1, processes=True,
+                                                           dashboard_address=None, silence_logs=logging.ERROR))
                 client = stack.enter_context(Client(cluster))
             elif isinstance(client, str): client = stack.enter_context(Client(client))
             for f in as_completed(client.map(_job, [fn] * len(todo), todo, env=env, threads=threads, pure=False)):
