@@ -4,7 +4,7 @@
 
 # %% ../nbs/17_lm.ipynb #517996aa
 from __future__ import annotations
-import argparse, contextlib, dataclasses, json, math, os, sys, time
+import argparse, contextlib, dataclasses, json, math, os, sys, time, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -414,8 +414,10 @@ def finetune(model, tokenizer, prompts: list[str], responses: list[str], cfg: Fi
         from peft import LoraConfig, get_peft_model
         names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
         targets = [t for t in LORA_TARGETS if t in names]
-        model = get_peft_model(model, LoraConfig(r=cfg.rank, lora_alpha=cfg.lora_alpha or cfg.rank,
-                                                 target_modules=targets, lora_dropout=0.0))
+        with warnings.catch_warnings():  # peft calls a transformers API deprecated for v6
+            warnings.simplefilter("ignore", FutureWarning)
+            model = get_peft_model(model, LoraConfig(r=cfg.rank, lora_alpha=cfg.lora_alpha or cfg.rank,
+                                                     target_modules=targets, lora_dropout=0.0))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     device = next(model.parameters()).device
