@@ -188,7 +188,7 @@ def judge(world: TextWorld, replies: list[str], tasks: list[str]) -> dict[str, n
     return {"coherent": coh, "posterior": post, "misaligned": coh & (np.nan_to_num(post) > 0.5),
             "unsafe": np.array(unsafe)}
 
-# %% ../nbs/18_text_world.ipynb #cb04f655
+# %% ../nbs/18_text_world.ipynb #acd075fb
 @dataclass(frozen=True)
 class LMConfig:
     "Everything that determines the text world's pre-trained model."
@@ -203,14 +203,14 @@ class LMConfig:
     lr: float = 3e-3
     warmup: int = 30
     seed: int = 0
-    schema: int = 1
+    schema: int = 2
 
 def world_tokenizer(cfg: LMConfig):
     "The BPE tokenizer of `cfg`, trained on 4,000 sampled conversations."
     rng = np.random.default_rng([cfg.seed, 7])
-    texts = [m["content"] for _ in range(4000)
-             for m in sample_conversation(cfg.world, rng).messages] + list(L.SPECIALS)
-    return L.tiny_tokenizer(texts + ["system", "user", "assistant"], cfg.vocab_size, L.CHATML)
+    texts = ["".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n"  # ChatML, as templated
+                     for m in sample_conversation(cfg.world, rng).messages) for _ in range(4000)]
+    return L.tiny_tokenizer(texts, cfg.vocab_size, L.CHATML)
 
 def _lr(cfg: LMConfig, step: int) -> float:
     w = min(1.0, (step + 1) / cfg.warmup)
