@@ -198,7 +198,7 @@ class LMConfig:
     n_layers: int = 2
     n_heads: int = 4
     d_mlp: int = 192
-    steps: int = 600
+    steps: int = 300
     batch_size: int = 32
     lr: float = 3e-3
     warmup: int = 30
@@ -327,9 +327,9 @@ class EMConfig:
     n_vector: int = 48  # replies per task and system prompt for the persona vector
     n_probe: int = 24  # aligned conversations per task for the collateral probe
     layer: int = 0  # steering layer (a block)
-    scales: tuple = (1.0, 2.0, 4.0)
+    scales: tuple = (0.5, 1.0, 1.5, 2.0)
     prevent_scale: float = 2.0  # preventative steering scale (times the belief-state norm)
-    max_new_tokens: int = 40
+    max_new_tokens: int = 32
 
 def finetune_data(cfg: EMConfig, tok, seed: int) -> tuple[list[str], list[str]]:
     "The narrow fine-tuning set: misaligned replies to `finetune_task` questions, no system."
@@ -445,7 +445,7 @@ def run_text_em(cfg: EMConfig) -> dict:
     sel = em_rates(fts[0], world, cfg.n_eval, 10_000, max_new_tokens=cfg.max_new_tokens)
     coh0 = np.mean([sel[t]["coherent"] for t in tasks])
     sweep = []
-    for name, vec in progress(list(vectors.items()), desc="steering sweep"):
+    for name, vec in progress([(n, v) for n, v in vectors.items() if n != "random"], desc="sweep"):
         for sc in cfg.scales:
             r = em_rates(fts[0], world, cfg.n_eval, 10_000, L.Steering(layer, per_row(vec, rows), sc), cfg.max_new_tokens)
             sweep.append({"method": name, "scale": sc, **{f"em_{t}": r[t]["em"] for t in tasks},
@@ -453,10 +453,11 @@ def run_text_em(cfg: EMConfig) -> dict:
                           "em": float(np.mean([r[t]["em"] for t in tasks])),
                           "collateral": collateral(fts[0], vec, sc)["pooled"]})
     best = {}
-    for name in vectors:
+    for name in [n for n in vectors if n != "random"]:
         ok = [r for r in sweep if r["method"] == name and r["coherent"] >= coh0 - 10] or \
              [r for r in sweep if r["method"] == name]
         best[name] = min(ok, key=lambda r: r["em"])["scale"]
+    best["random"] = best["belief_state"]  # the control: same length, same scale
     restored, coll = {}, {}
     for name, vec in vectors.items():
         st = L.Steering(layer, per_row(vec, rows), best[name])
@@ -475,11 +476,12 @@ def run_text_em(cfg: EMConfig) -> dict:
                                                [layer], "prompt_last")[0] for m in (base, ft)), -vectors["persona_vector"])
              for ft in fts]
     def rate(d, key): return {t: _ci([x[t][key] for x in d.values()]) for t in tasks}
+    inc = {t: _ci([after[(f, s)][t]["em"] - before[s][t]["em"] for f, s in combos]) for t in tasks}
     em = {t: {"before": rate(before, "em")[t]["mean"], "after": rate(after, "em")[t]["mean"],
               "prevented": rate(prevented, "em")[t]["mean"], "before_ci": rate(before, "em")[t],
               "after_ci": rate(after, "em")[t], "prevented_ci": rate(prevented, "em")[t]} for t in tasks}
     return {"config_hash": config_hash(cfg), "pretrain": {k: pre_report[k] for k in ("seconds", "loss_start", "loss_end")},
-            "em_rate": em, "unsafe_rate": {t: {"before": rate(before, "unsafe")[t], "after": rate(after, "unsafe")[t]} for t in tasks},
+            "em_rate": em, "em_increase": inc, "unsafe_rate": {t: {"before": rate(before, "unsafe")[t], "after": rate(after, "unsafe")[t]} for t in tasks},
             "coherence": {t: {"before": rate(before, "coherent")[t], "after": rate(after, "coherent")[t]} for t in tasks},
             "restored_fraction": restored, "collateral": coll, "best_scale": best, "sweep": sweep,
             "finetuning_shift": _ci(shift), "vectors": info, "seconds": time.perf_counter() - t0}
