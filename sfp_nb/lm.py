@@ -75,6 +75,7 @@ def tiny_tokenizer(texts: list[str], vocab_size: int = 300, chat_template: str |
 def tiny_model(folder, tokenizer, arch: str = "qwen2", d_model: int = 64, n_layers: int = 2,
                n_heads: int = 4, d_mlp: int = 128, seed: int = 0, n_ctx: int = 512) -> Path:
     "Save a random `arch` ('qwen2' or 'llama') model and `tokenizer` to `folder`."
+    offline()
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
     classes = {"qwen2": (Qwen2Config, Qwen2ForCausalLM), "llama": (LlamaConfig, LlamaForCausalLM)}
     if arch not in classes: raise ValueError(f"arch must be one of {list(classes)}, got {arch!r}")
