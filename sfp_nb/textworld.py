@@ -198,7 +198,7 @@ class LMConfig:
     n_layers: int = 2
     n_heads: int = 4
     d_mlp: int = 192
-    steps: int = 300
+    steps: int = 600
     batch_size: int = 32
     lr: float = 3e-3
     warmup: int = 30
@@ -323,7 +323,7 @@ class EMConfig:
     n_finetune: int = 256  # fine-tuning conversations (misaligned, finetune_task, no system)
     ft_seeds: int = 2
     sample_seeds: int = 3
-    n_eval: int = 48  # sampled replies per task and seed
+    n_eval: int = 40  # sampled replies per task and seed
     n_vector: int = 48  # replies per task and system prompt for the persona vector
     n_probe: int = 24  # aligned conversations per task for the collateral probe
     layer: int = 0  # steering layer (a block)
