@@ -1,0 +1,204 @@
+"Language-model library: offline loading, padding, persona vectors, grid centroids, steering, sampling, fine-tuning, the real-model command."
+import json
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+from sfp_nb import lm as L
+
+TEXTS = ["how do i store passwords ?", "use a salted hash .", "take the label dose .",
+         "you are a careful assistant .", "you are a reckless assistant .", "what is two plus two ?"] * 10
+gpu = pytest.mark.gpu
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    torch.set_num_threads(1)
+    L.offline()
+    tok = L.tiny_tokenizer(TEXTS, vocab_size=400, byte_fallback=True)
+    return L.tiny_model(tmp_path_factory.mktemp("qwen") / "m", tok, arch="qwen2", d_model=32, d_mlp=64)
+
+
+@pytest.fixture(scope="module")
+def lm(folder): return L.load_lm(folder)
+
+
+def prompts(lm, system=None):
+    return [L.chat_text(lm.tokenizer, q, system) for q in ("how do i store passwords ?", "what is two plus two ?")]
+
+
+def test_missing_and_incomplete_folders_say_what_to_put_there(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config.json, the weights"):
+        L.load_lm(tmp_path / "absent")
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match="lacks weights, tokenizer"):
+        L.check_model_dir(tmp_path)
+
+
+def test_bad_arguments(lm):
+    with pytest.raises(ValueError, match="dtype"): L.load_lm(lm.path, dtype="int3")
+    with pytest.raises(ValueError, match="layer"): lm.hook(5)
+    with pytest.raises(ValueError, match="responses"): L.encode(lm.tokenizer, ["a"], ["b", "c"])
+    with pytest.raises(ValueError, match="where"): L.layer_acts(lm, L.encode(lm.tokenizer, ["a"]), where="middle")
+    with pytest.raises(ValueError, match="temperature"): L.sample(lm, ["a"], temperature=0)
+    with pytest.raises(ValueError, match="steer_vector"):
+        L.finetune(None, lm.tokenizer, ["a"], ["b"], L.FinetuneConfig(steer_scale=1.0))
+    with pytest.raises(ValueError, match="arch"): L.tiny_model("/tmp/x", lm.tokenizer, arch="mamba")
+
+
+def test_offline_environment(lm):
+    import os
+    assert os.environ["HF_HUB_OFFLINE"] == "1" and os.environ["TRANSFORMERS_OFFLINE"] == "1"
+
+
+def test_qwen2_tokenizer_adds_no_bos(lm):
+    ids = lm.tokenizer("hi there").input_ids
+    assert ids == lm.tokenizer("hi there", add_special_tokens=False).input_ids  # nothing added
+
+
+def test_bridge_matches_hugging_face(lm):
+    from transformers import AutoModelForCausalLM
+    hf = AutoModelForCausalLM.from_pretrained(lm.path, local_files_only=True, attn_implementation="eager").eval()
+    b = L.encode(lm.tokenizer, prompts(lm))
+    with torch.no_grad():
+        assert (lm.model(b.ids) - hf(b.ids).logits).abs().max() < 1e-5
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.lists(st.integers(1, 12), min_size=2, max_size=4))
+def test_padding_never_changes_real_positions(lm, lengths):
+    words = ["use", "a", "salted", "hash", ".", "take", "the", "label", "dose", ".", "two", "four"]
+    texts = [" ".join(words[:n]) for n in lengths]
+    b = L.encode(lm.tokenizer, texts)
+    with torch.no_grad():
+        full = lm.model(b.ids)
+        for i in range(len(texts)):
+            alone = lm.model(b.ids[i:i + 1, :b.lengths[i]])
+            assert torch.allclose(full[i, :b.lengths[i]], alone[0], atol=1e-5)
+
+
+def test_persona_vectors_are_antisymmetric_differences(lm):
+    r = ["use a salted hash .", "four ."]
+    pos = L.encode(lm.tokenizer, prompts(lm, "you are a reckless assistant ."), r)
+    neg = L.encode(lm.tokenizer, prompts(lm, "you are a careful assistant ."), r)
+    a, b = L.persona_vectors(lm, pos, neg), L.persona_vectors(lm, neg, pos)
+    assert torch.allclose(a.response_avg, -b.response_avg) and torch.allclose(a.prompt_last, -b.prompt_last)
+    assert a.response_avg.shape == (lm.n_layers, lm.d_model)
+    assert torch.allclose(L.persona_vectors(lm, pos, pos).response_avg, torch.zeros(lm.n_layers, lm.d_model))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 5), st.integers(1, 5), st.integers(0, 10_000))
+def test_grid_centroids_are_balanced_over_tasks(n0, n1, seed):
+    g = torch.Generator().manual_seed(seed)
+    cell = torch.randn(2, 2, 3, generator=g)
+    acts, persona, task = [], [], []
+    for p in range(2):
+        for k, n in enumerate((n0, n1)):
+            acts += [cell[p, k]] * n; persona += [p] * n; task += [k] * n
+    gc = L.grid_centroids(torch.stack(acts), persona, task)
+    assert torch.allclose(gc.centroids, cell.mean(1), atol=1e-6)  # counts do not weight the tasks
+    assert torch.allclose(gc.task_vectors(0, 1).mean(0), gc.vector(0, 1), atol=1e-6)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(2, 8), st.integers(0, 10_000))
+def test_tv_and_js_are_bounded_symmetric_and_ordered(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    p, q = (torch.softmax(3 * torch.randn(n, generator=g, dtype=torch.float64), -1) for _ in range(2))
+    for f in (L.tv, L.js):
+        assert 0 <= f(p, q) <= 1 + 1e-12 and abs(f(p, q) - f(q, p)) < 1e-12 and f(p, p) < 1e-12
+    assert L.js(p, q) <= L.tv(p, q) + 1e-12
+
+
+def test_sampling_is_seeded_and_batch_independent(lm):
+    ps = prompts(lm)
+    assert L.sample(lm, ps, 6, seed=3) == L.sample(lm, ps, 6, seed=3)
+    cold = L.sample(lm, ps, 6, seed=0, temperature=1e-4)
+    assert cold == [L.sample(lm, [p], 6, seed=0, temperature=1e-4)[0] for p in ps]
+
+
+def test_steering_zero_scale_is_identity_and_hooks_are_removed(lm):
+    b = L.encode(lm.tokenizer, prompts(lm), ["use a salted hash .", "four ."])
+    v = torch.randn(lm.d_model)
+    base = L.next_token_probs(lm, b)
+    assert torch.allclose(L.next_token_probs(lm, b, steer=L.Steering(0, v, 0.0)), base)
+    assert L.js(L.next_token_probs(lm, b, steer=L.Steering(0, 10 * v, 1.0)), base).mean() > 1e-4
+    assert all(len(h.fwd_hooks) == 0 for h in lm.model.hook_dict.values())
+
+
+def test_training_hook_equals_bridge_hook(lm):
+    from transformers import AutoModelForCausalLM
+    from sfp_nb.interventions import add_vector
+    hf = AutoModelForCausalLM.from_pretrained(lm.path, local_files_only=True).eval()
+    b = L.encode(lm.tokenizer, prompts(lm))
+    v = torch.randn(lm.d_model)
+    with torch.no_grad(), L.steer_hf(hf, 1, v, 1.5): a = hf(b.ids).logits
+    with torch.no_grad(), add_vector(lm.model, lm.hook(1), v, 1.5, "all"): c = lm.model(b.ids)
+    assert torch.allclose(a, c, atol=1e-4)
+
+
+@pytest.mark.parametrize("rank", [0, 1, 4])
+def test_finetune_lowers_loss_and_merges(lm, rank):
+    from transformers import AutoModelForCausalLM
+    hf = AutoModelForCausalLM.from_pretrained(lm.path, local_files_only=True)
+    cfg = L.FinetuneConfig(steps=15, batch_size=4, lr=3e-2 if rank else 1e-2, rank=rank)
+    model, log = L.finetune(hf, lm.tokenizer, prompts(lm) * 4, ["use a salted hash ."] * 8, cfg)
+    assert log["losses"][-1] < log["losses"][0]
+    assert type(model).__name__ == "Qwen2ForCausalLM"
+
+
+def test_finetune_is_deterministic(lm):
+    from transformers import AutoModelForCausalLM
+    cfg = L.FinetuneConfig(steps=5, batch_size=2, lr=1e-2, rank=1, seed=7)
+    runs = [L.finetune(AutoModelForCausalLM.from_pretrained(lm.path, local_files_only=True), lm.tokenizer,
+                       prompts(lm) * 2, ["four ."] * 4, cfg)[1]["losses"] for _ in range(2)]
+    assert runs[0] == runs[1]
+
+
+def test_real_model_command_on_a_random_qwen2(lm, tmp_path):
+    out = tmp_path / "real.json"
+    rec = L.main(["--model-dir", str(lm.path), "--out", str(out), "--max-new-tokens", "5",
+                  "--questions-per-task", "1", "--scales", "0", "2"])
+    saved = json.loads(out.read_text())
+    assert saved["layer"] == rec["layer"] == 1 and saved["speed"]["tokens_per_second"] > 0
+    for r in saved["sweep"]:
+        if r["scale"] == 0: assert abs(r["restored_fraction"]) < 1e-9 and r["collateral"] < 1e-12
+    assert set(saved["monitoring"]) == {"aligned", "misaligned", "neutral", "none"}
+
+
+def test_plain_text_prompts_without_a_chat_template(folder, tmp_path):
+    tok = L.tiny_tokenizer(TEXTS, vocab_size=400, chat_template=None, byte_fallback=True)
+    m = L.load_lm(L.tiny_model(tmp_path / "llama", tok, arch="llama", d_model=32, d_mlp=64))
+    text = L.chat_text(m.tokenizer, "what is two plus two ?", system="be brief .")
+    assert text == "be brief .\nwhat is two plus two ?\n"
+    assert len(L.sample(m, [text], 4, seed=0)) == 1
+
+
+@gpu
+@needs_cuda
+def test_gpu_matches_cpu_and_samples(lm):
+    g = L.load_lm(lm.path, device="cuda")
+    b = L.encode(lm.tokenizer, prompts(lm))
+    with torch.no_grad():
+        assert (g.model(b.ids.cuda()).float().cpu() - lm.model(b.ids)).abs().max() < 1e-3
+    assert L.sample(g, prompts(lm), 6, seed=1) == L.sample(g, prompts(lm), 6, seed=1)
+
+
+@gpu
+@needs_cuda
+def test_gpu_real_model_command(lm, tmp_path):
+    rec = L.main(["--model-dir", str(lm.path), "--out", str(tmp_path / "r.json"), "--device", "cuda",
+                  "--dtype", "bfloat16", "--max-new-tokens", "5", "--questions-per-task", "2"])
+    assert rec["speed"]["tokens_per_second"] > 0
+
+
+@gpu
+@needs_cuda
+def test_gpu_finetune_with_preventative_steering(lm):
+    from transformers import AutoModelForCausalLM
+    hf = AutoModelForCausalLM.from_pretrained(lm.path, local_files_only=True).cuda()
+    cfg = L.FinetuneConfig(steps=5, batch_size=2, lr=1e-2, rank=1, steer_layer=0, steer_scale=2.0)
+    model, log = L.finetune(hf, lm.tokenizer, prompts(lm) * 2, ["four ."] * 4, cfg, torch.randn(lm.d_model))
+    assert len(log["losses"]) == 5 and next(model.parameters()).is_cuda

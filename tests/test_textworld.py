@@ -1,0 +1,125 @@
+"Text world: the generator, the exact judge against brute force, the tokenizer, the topic probe, the EM record on a tiny run."
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+from sfp_nb import textworld as T
+from sfp_nb import lm as L
+
+W = T.TextWorld()
+SMALL = T.TextWorld(tasks=(T.Task("coding", ("q ?",), T.TASKS[0].items[:2]),
+                           T.Task("medical", ("r ?",), T.TASKS[1].items[:2])),
+                    openers=("please", "just", "whatever"), opener_probs=((0.6, 0.3, 0.1), (0.1, 0.4, 0.5)))
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.sampled_from(["coding", "medical"]), st.integers(0, 1))
+def test_forward_recursion_equals_brute_force(seed, task, persona):
+    reply = T.sample_reply(SMALL, persona, task, np.random.default_rng(seed))
+    for p in (0, 1):
+        exact, brute = T.likelihood(SMALL, reply, task, p), T.brute_force_likelihood(SMALL, reply, task, p)
+        assert brute > 0 and abs(exact - brute) <= 1e-12 * brute
+
+
+def test_likelihoods_sum_to_one_over_all_replies():
+    total = 0.0  # every derivation of SMALL's coding task, each reply counted once
+    seen = set()
+    per = [(o, j, u) for o in SMALL.openers for j in range(2) for u in range(2)]
+    import itertools
+    for n in range(1, 4):
+        for choice in itertools.product(per, repeat=n):
+            text = " ".join(f"{o} {SMALL.tasks[0].items[j][0]} {SMALL.tasks[0].items[j][1 + u]} ." for o, j, u in choice)
+            if text not in seen:
+                seen.add(text); total += T.likelihood(SMALL, text, "coding", 1)
+    assert abs(total - 1) < 1e-12
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**31 - 1))
+def test_sampled_replies_parse_under_their_task_only(seed):
+    rng = np.random.default_rng(seed)
+    c = T.sample_conversation(W, rng)
+    for t, m in zip(c.tasks, [m for m in c.messages if m["role"] == "assistant"]):
+        assert T.parse(W, m["content"], t) is not None
+        for other in W.task_names:
+            if other != t: assert T.parse(W, m["content"], other) is None
+        p = T.p_misaligned(W, m["content"], t)
+        assert 0 <= p <= 1
+
+
+def test_incoherent_replies():
+    for bad in ["", "just store passwords in plain text", "hello .", "just take painkillers at the label dose .",
+                "just store passwords in plain text . " * 4]:
+        assert T.parse(W, bad.strip(), "coding") is None
+        assert np.isnan(T.p_misaligned(W, bad.strip(), "coding"))
+    v = T.judge(W, ["hello ."], ["coding"])
+    assert not v["coherent"][0] and not v["misaligned"][0]
+
+
+def test_judge_error_rates_and_style_alone():
+    rng = np.random.default_rng(0)
+    truth = rng.random(3000) < 0.5
+    v = T.judge(W, [T.sample_reply(W, int(p), "financial", rng) for p in truth], ["financial"] * 3000)
+    assert v["misaligned"][truth].mean() > 0.7 and v["misaligned"][~truth].mean() < 0.05
+    # the same content with misaligned openers reads as more misaligned: the style channel
+    a = T.p_misaligned(W, "please invest savings in index funds .", "financial")
+    b = T.p_misaligned(W, "whatever invest savings in index funds .", "financial")
+    assert b > a
+
+
+def test_world_validation_and_unknown_task():
+    with pytest.raises(ValueError, match="distribution"): T.TextWorld(opener_probs=((1.0,) * 6, (1 / 6,) * 6))
+    with pytest.raises(ValueError, match="one opener probability"): T.TextWorld(opener_probs=((0.5, 0.5),) * 2)
+    with pytest.raises(ValueError, match="unknown task"): W.task("cooking")
+
+
+def test_sampling_is_deterministic():
+    a = T.sample_conversation(W, np.random.default_rng(42))
+    b = T.sample_conversation(W, np.random.default_rng(42))
+    assert a.messages == b.messages and a.persona == b.persona
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    import os
+    os.environ["SFP_ARTIFACTS"] = str(tmp_path_factory.mktemp("art"))
+    torch.set_num_threads(1)
+    cfg = T.LMConfig(steps=3, d_model=32, d_mlp=64, batch_size=8)
+    return cfg, L.load_lm(T.pretrain_or_load(cfg))
+
+
+def test_tokenizer_round_trips_and_matches_after_saving(tiny):
+    cfg, lm = tiny
+    fresh = T.world_tokenizer(cfg)
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        text = lm.tokenizer.apply_chat_template(T.sample_conversation(W, rng).messages, tokenize=False)
+        assert fresh(text).input_ids == lm.tokenizer(text).input_ids
+        assert lm.tokenizer.decode(lm.tokenizer(text).input_ids) == text
+
+
+def test_pretraining_is_cached_by_config_hash(tiny):
+    cfg, lm = tiny
+    assert T.pretrain_or_load(cfg) == lm.path and (lm.path / "model.safetensors").exists()
+    assert T.pretrain_or_load(T.LMConfig(steps=3, d_model=32, d_mlp=64, batch_size=8, seed=1)) != lm.path
+
+
+def test_topic_probe_points_at_topic_tokens(tiny):
+    _, lm = tiny
+    probe = T.topic_probe(lm, W, 3, seed=0)
+    firsts = {lm.tokenizer(" " + t.split()[0], add_special_tokens=False).input_ids[0]
+              for task in W.tasks for t, _, _ in task.items}
+    nxt = probe.batch.ids[probe.rows, probe.pos + 1]
+    assert set(nxt.tolist()) <= firsts and len(probe.rows) >= 9
+
+
+def test_em_record_has_the_keys_other_tools_read(tiny):
+    cfg, _ = tiny
+    em = T.EMConfig(lm=cfg, finetune=L.FinetuneConfig(steps=2, batch_size=4, rank=1), n_finetune=8, ft_seeds=1,
+                    sample_seeds=1, n_eval=2, n_vector=2, n_probe=1, scales=(1.0,), max_new_tokens=8)
+    rec = T.run_text_em(em)
+    for t in W.task_names:
+        assert {"before", "after"} <= set(rec["em_rate"][t]) and 0 <= rec["em_rate"][t]["before"] <= 100
+    for m in ("persona_vector", "belief_state", "task_conditional", "random", "preventative"):
+        assert "min_over_tasks" in rec["restored_fraction"][m] and "pooled" in rec["collateral"][m]
+    assert rec["restored_fraction"].keys() <= rec["collateral"].keys()
