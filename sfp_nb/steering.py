@@ -13,10 +13,11 @@ from jaxtyping import Bool, Float, Int
 from numpy import ndarray
 from torch import Tensor
 from .beliefs import belief_classes, factor_beliefs, sector_posterior
+from .core import mean_ci
 from .experiments import experiment, load_record
 from .ghmm import GHMM
-from .interventions import (Positions, add_vector, at_positions, collect_activations,
-                                  position_mask, upto)
+from .interventions import (Positions, add_vector, at_positions,
+                                  collect_activations, position_mask, upto)
 from .processes import make_process
 from .training import RunOptions, TrainConfig, model_inputs, train_or_load
 
@@ -25,15 +26,16 @@ __all__ = ['METRICS', 'VectorFn', 'GRADIENT_ROWS', 'VECTORS', 'token_probs', 'ro
            'cell_means', 'class_centroids', 'BeliefCentroids', 'belief_centroids', 'cell_deviation', 'diff_in_means',
            'orthonormal', 'project', 'probe_directions', 'random_like', 'logit_contrasts', 'readout_gradients',
            'marginal_gradients', 'kl', 'tv', 'js', 'factor_marginals', 'swap_factor', 'steering_metrics', 'specificity',
-           'allowed_tokens', 'forbidden_mass', 'class_mass', 'sector_stationary', 'steered_probs', 'steering_sweep',
-           'summarize', 'VectorSetup', 'SteeringConfig', 'steering_experiment', 'experiment_rows', 'Route',
-           'sector_blocks', 'PartitionConfig', 'partition_experiment']
+           'allowed_tokens', 'forbidden_mass', 'class_mass', 'sector_stationary', 'steered_probs', 'readout_head',
+           'head_probs', 'steering_sweep', 'summarize', 'VectorSetup', 'SteeringConfig', 'steering_experiment',
+           'experiment_rows', 'Route', 'sector_blocks', 'PartitionConfig', 'partition_experiment', 'per_seed',
+           'seed_ci', 'is_ratio', 'over_seeds', 'result_key', 'seed_intervals', 'fmt_ci']
 
 # %% ../nbs/07_steering.ipynb #b8d62b60
 def token_probs(logits: Float[Tensor, "... d_vocab"],  # model logits, BOS included
                 vocab_size: int  # the process's alphabet size
                 ) -> Float[ndarray, "... vocab"]:
-    "Next-token distribution over the process's tokens (softmax without the BOS id), float64."
+    "Next-token distribution over the process's tokens (softmax without BOS), float64."
     return torch.softmax(logits[..., :vocab_size].double(), dim=-1).detach().cpu().numpy()
 
 # %% ../nbs/07_steering.ipynb #d5ff53ee
@@ -41,18 +43,19 @@ def row_positions(positions: Positions, batch: int, n_pos: int) -> Int[Tensor, "
     "The one position per row that `positions` selects, as indices in [0, n_pos)."
     m = position_mask(positions, batch, n_pos)
     if not (m.sum(1) == 1).all():
-        raise ValueError("steering reads one position per row; `positions` selects several or none")
+        raise ValueError("steering reads one position per row; `positions` selects "
+                         "several or none")
     return m.to(torch.int64).argmax(1)
 
 @dataclass
 class SteeringData:
-    "Activations, model outputs and exact beliefs of a batch of sequences, one position per row."
+    "Activations, model outputs and exact beliefs of a batch, one position per row."
     inputs: Int[Tensor, "n pos"]  # model inputs (BOS prepended)
     acts: dict  # hook name -> Float[Tensor, "n d_model"] activations at `positions`
     probs: Float[ndarray, "n vocab"]  # the model's next-token distribution at `positions`
-    beliefs: Float[ndarray, "n states"]  # the belief the token at `positions` is predicted from
+    beliefs: Float[ndarray, "n states"]  # the belief the next token is predicted from
     exact: Float[ndarray, "n vocab"]  # Bayes-optimal next-token distribution there
-    positions: Int[Tensor, "n"]  # the input position read in each row (and edited by steering)
+    positions: Int[Tensor, "n"]  # the position read in each row (and edited by steering)
 
     def __len__(self): return len(self.probs)
 
@@ -61,7 +64,8 @@ class SteeringData:
         idx = np.flatnonzero(idx) if np.asarray(idx).dtype == bool else np.asarray(idx)
         t = torch.as_tensor(idx, dtype=torch.long)
         return SteeringData(self.inputs[t], {k: v[t] for k, v in self.acts.items()},
-                            self.probs[idx], self.beliefs[idx], self.exact[idx], self.positions[t])
+                            self.probs[idx], self.beliefs[idx], self.exact[idx],
+                            self.positions[t])
 
 # %% ../nbs/07_steering.ipynb #e1c0a2f4
 @torch.no_grad()
@@ -70,7 +74,7 @@ def collect(model, process: GHMM,
             hooks: list[str],  # hook names to read, e.g. ["blocks.1.hook_resid_post"]
             positions: Positions = "final",  # one input position per row
             batch_size: int = 2048) -> SteeringData:
-    "Run `model` on `tokens` (BOS convention); activations, outputs and beliefs at `positions`."
+    "Run `model` on `tokens` (BOS convention): acts, outputs, beliefs at `positions`."
     tokens = np.asarray(tokens)
     inputs = model_inputs(tokens, process)
     pos = row_positions(positions, *inputs.shape)
@@ -85,7 +89,8 @@ def cell_means(acts: Float[Tensor, "n d_model"],
                other: Int[ndarray, "n"],  # class of another variable, 0..n_other-1
                n_classes: int, n_other: int) -> Float[Tensor, "classes other d_model"]:
     "Mean activation of every (class, other class) cell; NaN where a cell is empty."
-    key = torch.as_tensor(np.asarray(labels) * n_other + np.asarray(other), dtype=torch.long)
+    key = np.asarray(labels) * n_other + np.asarray(other)
+    key = torch.as_tensor(key, dtype=torch.long)
     sums = torch.zeros(n_classes * n_other, acts.shape[1], dtype=acts.dtype)
     sums.index_add_(0, key, acts)
     counts = torch.bincount(key, minlength=n_classes * n_other).to(acts.dtype)[:, None]
@@ -93,9 +98,9 @@ def cell_means(acts: Float[Tensor, "n d_model"],
 
 def class_centroids(acts: Float[Tensor, "n d_model"],
                     labels: Int[ndarray, "n"],  # class of each row, 0..K-1
-                    other: Int[ndarray, "n"] | None = None,  # another variable's class: standardise
+                    other: Int[ndarray, "n"] | None = None,  # standardise over this class
                     n_classes: int | None = None):
-    "Centroid per class (with `other`: cell means weighted by `other`'s batch frequency) and counts."
+    "Centroid per class (with `other`: cell means weighted by batch frequency), counts."
     labels = np.asarray(labels)
     K = int(labels.max()) + 1 if n_classes is None else n_classes
     counts = np.bincount(labels, minlength=K)
@@ -108,7 +113,8 @@ def class_centroids(acts: Float[Tensor, "n d_model"],
     w = torch.as_tensor(np.bincount(other) / len(other), dtype=acts.dtype)
     present = torch.isfinite(cells).all(-1)  # (K, other)
     W = torch.where(present, w[None], torch.zeros(()))
-    cents = torch.einsum("kb,kbd->kd", W, torch.nan_to_num(cells)) / W.sum(1, keepdim=True)
+    cents = torch.einsum("kb,kbd->kd", W, torch.nan_to_num(cells))
+    return cents / W.sum(1, keepdim=True), counts
     return cents, counts
 
 # %% ../nbs/07_steering.ipynb #6bdf0d88
@@ -116,25 +122,25 @@ def class_centroids(acts: Float[Tensor, "n d_model"],
 class BeliefCentroids:
     "Per-factor belief classes of a batch and their activation centroids at one hook."
     factor: int  # which factor's belief defines the classes
-    reps: Float[ndarray, "classes factor_states"]  # the rounded per-factor belief of each class
+    reps: Float[ndarray, "classes factor_states"]  # each class's rounded belief
     centroids: Float[Tensor, "classes d_model"]
     counts: Int[ndarray, "classes"]  # sequences behind each centroid
     labels: Int[ndarray, "n"]  # the class of each sequence
     other: Int[ndarray, "n"]  # the class of the other factors' beliefs, per sequence
     names: list = field(default_factory=list)  # a readable name per class
-    other_reps: Float[ndarray, "other_classes other_states"] | None = None  # their beliefs
-    cells: Float[Tensor, "classes other_classes d_model"] | None = None  # cell means (NaN: empty)
+    other_reps: Float[ndarray, "other_classes other_states"] | None = None
+    cells: Float[Tensor, "classes other_classes d_model"] | None = None  # NaN: empty
 
     def vector(self, s: int, t: int) -> Float[Tensor, "d_model"]:
         "The steering vector c_t - c_s from class `s` to class `t`."
         return self.centroids[t] - self.centroids[s]
 
     def cell_vector(self, s: int, t: int, b: int) -> Float[Tensor, "d_model"]:
-        "The cell-conditional vector from (s, b) to (t, b): other factors held at class `b`."
+        "The cell-conditional vector from (s, b) to (t, b): the others held at class `b`."
         return self.cells[t, b] - self.cells[s, b]
 
     def synchronised(self, min_count: int = 1) -> list[int]:
-        "Classes whose belief is a single state (one-hot), with at least `min_count` sequences."
+        "Classes whose belief is one state (one-hot), with >= `min_count` sequences."
         return [k for k, r in enumerate(self.reps)
                 if np.isclose(r.max(), 1.0) and self.counts[k] >= min_count]
 
@@ -144,13 +150,13 @@ def _state_names(reps, state_names):
             else "(" + ",".join(f"{x:.2f}" for x in r) + ")" for r in reps]
 
 def belief_centroids(acts: Float[Tensor, "n d_model"],
-                     beliefs: Float[ndarray, "n states"],  # joint beliefs of the same rows
+                     beliefs: Float[ndarray, "n states"],  # joint beliefs of the rows
                      state_shape: tuple[int, ...],  # the process's factor state counts
                      factor: int,  # the factor whose belief defines the classes
                      balance: bool = True,  # standardise over the other factors' classes
                      decimals: int = 6,  # belief classes: beliefs equal after rounding
                      state_names: list[str] | None = None) -> BeliefCentroids:
-    "Centroids of activations grouped by the belief about `factor`, averaged over the others."
+    "Centroids of activations grouped by the belief about `factor`, over the others."
     marg = factor_beliefs(np.asarray(beliefs), state_shape)
     labels, reps = belief_classes(marg[factor], decimals)
     rest = np.concatenate([m for g, m in enumerate(marg) if g != factor], axis=-1)
@@ -162,7 +168,7 @@ def belief_centroids(acts: Float[Tensor, "n d_model"],
 
 # %% ../nbs/07_steering.ipynb #f3a9c2d1
 def cell_deviation(c: BeliefCentroids, min_count: int = 5) -> list[dict]:
-    "Per pair of synchronised classes: mean over synchronised other classes of |cell - pooled| / |pooled|."
+    "Per pair of synchronised classes: mean |cell vector - c_t + c_s| / |c_t - c_s|."
     out, S = [], c.synchronised(min_count)
     sync_b = [b for b, r in enumerate(c.other_reps) if np.isclose(r.max(), 1.0)]
     for s in S:
@@ -172,7 +178,7 @@ def cell_deviation(c: BeliefCentroids, min_count: int = 5) -> list[dict]:
             dev = [float((c.cell_vector(s, t, b) - v).norm() / v.norm()) for b in sync_b
                    if torch.isfinite(c.cell_vector(s, t, b)).all()]
             out.append({"factor": c.factor, "source": c.names[s], "target": c.names[t],
-                        "relative_deviation": float(np.mean(dev)) if dev else float("nan")})
+                        "relative_deviation": float(np.mean(dev)) if dev else np.nan})
     return out
 
 # %% ../nbs/07_steering.ipynb #5b902e80
@@ -182,13 +188,14 @@ def diff_in_means(acts_to: Float[Tensor, "n d_model"],
     return acts_to.mean(0) - acts_from.mean(0)
 
 # %% ../nbs/07_steering.ipynb #eb5cbf4e
-def orthonormal(basis: Float[Tensor, "k d_model"], tol: float = 1e-6) -> Float[Tensor, "r d_model"]:
+def orthonormal(basis: Float[Tensor, "k d_model"],
+                tol: float = 1e-6) -> Float[Tensor, "r d_model"]:
     "Orthonormal rows spanning the rows of `basis` (rank-revealing SVD)."
     u, s, vh = torch.linalg.svd(basis.double(), full_matrices=False)
     return vh[s > tol * s.max()].to(basis.dtype)
 
 def project(v: Float[Tensor, "d_model"], basis: Float[Tensor, "k d_model"],
-            keep: bool = True  # True: the part inside span(basis); False: the part orthogonal to it
+            keep: bool = True  # True: the part inside span(basis); False: the rest
             ) -> Float[Tensor, "d_model"]:
     "Project `v` onto span(`basis`), or onto its orthogonal complement."
     q = orthonormal(basis).to(v.dtype)
@@ -196,9 +203,9 @@ def project(v: Float[Tensor, "d_model"], basis: Float[Tensor, "k d_model"],
     return inside if keep else v - inside
 
 def probe_directions(acts: Float[Tensor, "n d_model"], targets: Float[ndarray, "n k"],
-                     kind: str = "encode",  # "encode": how targets move acts; "decode": probe weights
+                     kind: str = "encode",  # "encode": acts ~ targets; "decode": probe
                      ridge: float = 1e-3) -> Float[Tensor, "k d_model"]:
-    "Rows spanning a probe subspace: encoding directions (acts ~ targets) or ridge decoding weights."
+    "Rows spanning a probe subspace: encoding directions or ridge decoding weights."
     A = acts.double() - acts.double().mean(0)
     Y = torch.as_tensor(np.asarray(targets), dtype=torch.float64); Y = Y - Y.mean(0)
     if kind == "encode": W = torch.linalg.lstsq(Y, A).solution  # (k, d): A ~ Y W
@@ -216,7 +223,7 @@ def random_like(v: Float[Tensor, "d_model"], seed: int) -> Float[Tensor, "d_mode
 
 # %% ../nbs/07_steering.ipynb #8663b10e
 def logit_contrasts(vocab_shape: tuple[int, ...]) -> dict:
-    "Orthonormal contrasts of joint-token logits: 'main{f}' per factor, 'interaction' (rows, vocab)."
+    "Orthonormal contrasts of joint-token logits: 'main{f}' per factor, 'interaction'."
     X = int(np.prod(vocab_shape))
     onehots = [np.eye(k) for k in vocab_shape]
     def basis(rows):
@@ -239,7 +246,7 @@ def logit_contrasts(vocab_shape: tuple[int, ...]) -> dict:
 
 def _mean_gradients(model, inputs: Int[Tensor, "n pos"], hook: str, fn: Callable,
                     vocab: int, positions: Positions) -> Float[Tensor, "k d_model"]:
-    "Mean over rows of the gradient of each column of `fn(log-probs)` w.r.t. the activation."
+    "Mean over rows of the gradient of each column of `fn(log-probs)` w.r.t. `hook`."
     pos = row_positions(positions, *inputs.shape)
     box = {}
     def grab(act, hook=None):
@@ -248,26 +255,28 @@ def _mean_gradients(model, inputs: Int[Tensor, "n pos"], hook: str, fn: Callable
         logits = model(inputs)
         y = fn(torch.log_softmax(at_positions(logits, pos)[:, :vocab].float(), -1))
         rows = torch.arange(len(pos))
-        grads = [torch.autograd.grad(y[:, j].sum(), box["a"], retain_graph=True)[0][rows, pos]
-                 for j in range(y.shape[1])]
+        grad = lambda j: torch.autograd.grad(y[:, j].sum(), box["a"], retain_graph=True)
+        grads = [grad(j)[0][rows, pos] for j in range(y.shape[1])]
     return torch.stack([g.mean(0) for g in grads]).detach()
 
 def readout_gradients(model, inputs: Int[Tensor, "n pos"], hook: str,
                       contrasts: Float[ndarray, "k vocab"],
                       positions: Positions = "final") -> Float[Tensor, "k d_model"]:
-    "Mean gradient of each contrast of the log-probabilities at `positions` w.r.t. `hook` there."
+    "Mean gradient of each contrast of the log-probabilities w.r.t. `hook` (`positions`)."
     C = torch.as_tensor(contrasts, dtype=torch.float32)
-    return _mean_gradients(model, inputs, hook, lambda lp: lp @ C.T, C.shape[1], positions)
+    return _mean_gradients(model, inputs, hook, lambda lp: lp @ C.T, C.shape[1],
+                           positions)
 
 def marginal_gradients(model, inputs: Int[Tensor, "n pos"], hook: str,
                        vocab_shape: tuple[int, ...], factor: int,
                        positions: Positions = "final") -> Float[Tensor, "k d_model"]:
-    "Mean gradient of each of `factor`'s marginal probabilities at `positions` w.r.t. `hook`."
+    "Mean gradient of each of `factor`'s marginal probabilities w.r.t. `hook`."
     F = len(vocab_shape)
     def marginal(lp):
         p = lp.exp().reshape(len(lp), *vocab_shape)
         return p.sum(dim=tuple(1 + g for g in range(F) if g != factor))
-    return _mean_gradients(model, inputs, hook, marginal, int(np.prod(vocab_shape)), positions)
+    vocab = int(np.prod(vocab_shape))
+    return _mean_gradients(model, inputs, hook, marginal, vocab, positions)
 
 # %% ../nbs/07_steering.ipynb #fe64d3ed
 def kl(p: Float[ndarray, "... vocab"], q: Float[ndarray, "... vocab"],
@@ -276,42 +285,48 @@ def kl(p: Float[ndarray, "... vocab"], q: Float[ndarray, "... vocab"],
     p, q = np.asarray(p, dtype=float), np.maximum(np.asarray(q, dtype=float), floor)
     return np.where(p > 0, p * (np.log(np.where(p > 0, p, 1.0)) - np.log(q)), 0.0).sum(-1)
 
-def tv(p: Float[ndarray, "... vocab"], q: Float[ndarray, "... vocab"]) -> Float[ndarray, "..."]:
+def tv(p: Float[ndarray, "... vocab"],
+       q: Float[ndarray, "... vocab"]) -> Float[ndarray, "..."]:
     "Total variation distance 1/2 sum |p - q| over the last axis (between 0 and 1)."
     return 0.5 * np.abs(np.asarray(p, dtype=float) - np.asarray(q, dtype=float)).sum(-1)
 
-def js(p: Float[ndarray, "... vocab"], q: Float[ndarray, "... vocab"]) -> Float[ndarray, "..."]:
+def js(p: Float[ndarray, "... vocab"],
+       q: Float[ndarray, "... vocab"]) -> Float[ndarray, "..."]:
     "Jensen-Shannon divergence in nats over the last axis (between 0 and ln 2)."
     p, q = np.asarray(p, dtype=float), np.asarray(q, dtype=float)
     m = 0.5 * (p + q)
     return 0.5 * kl(p, m) + 0.5 * kl(q, m)
 
 def factor_marginals(probs: Float[ndarray, "... vocab"],
-                     vocab_shape: tuple[int, ...]) -> list[Float[ndarray, "... factor_vocab"]]:
-    "Marginal distribution of each factor's symbol under a joint-token distribution (row-major)."
+                     vocab_shape: tuple[int, ...]) -> list[Float[ndarray, "... f_vocab"]]:
+    "Marginal distribution of each factor's symbol under a joint-token distribution."
     return factor_beliefs(np.asarray(probs), vocab_shape)
 
 # %% ../nbs/07_steering.ipynb #50aa99f1
-def swap_factor(beliefs: Float[ndarray, "n states"], state_shape: tuple[int, ...], factor: int,
-                target: Float[ndarray, "factor_states"]) -> Float[ndarray, "n states"]:
-    "Joint beliefs with `factor`'s marginal replaced by `target`, independent of the rest."
+def swap_factor(beliefs: Float[ndarray, "n states"], state_shape: tuple[int, ...],
+                factor: int, target: Float[ndarray, "factor_states"]
+                ) -> Float[ndarray, "n states"]:
+    "Joint beliefs with `factor`'s marginal replaced by `target`, independent of it."
     J = np.asarray(beliefs).reshape(len(beliefs), *state_shape)
     rest = J.sum(axis=1 + factor, keepdims=True)
     shape = [1] * (len(state_shape) + 1); shape[1 + factor] = state_shape[factor]
     return (rest * np.asarray(target).reshape(shape)).reshape(len(beliefs), -1)
 
-def steering_metrics(steered: Float[ndarray, "n vocab"], original: Float[ndarray, "n vocab"],
-                     target: Float[ndarray, "n vocab"], bayes_target: Float[ndarray, "n vocab"],
+def steering_metrics(steered: Float[ndarray, "n vocab"],
+                     original: Float[ndarray, "n vocab"],  # unsteered output
+                     target: Float[ndarray, "n vocab"],  # the target cell's model output
+                     bayes_target: Float[ndarray, "n vocab"],
                      vocab_shape: tuple[int, ...], factor: int,
-                     exact: Float[ndarray, "n vocab"] | None = None  # source's Bayes output
+                     exact: Float[ndarray, "n vocab"] | None = None  # exact source output
                      ) -> dict:
-    "Per-sequence metrics of steering `factor`: appendix A's KLs, bounded ones, target distances."
-    ms, mo = factor_marginals(steered, vocab_shape), factor_marginals(original, vocab_shape)
-    mt, mb = factor_marginals(target, vocab_shape), factor_marginals(bayes_target, vocab_shape)
+    "Per-sequence metrics of steering `factor`: appendix A's KLs and bounded measures."
+    marg = lambda p: factor_marginals(p, vocab_shape)
+    ms, mo, mt, mb = marg(steered), marg(original), marg(target), marg(bayes_target)
     others = [g for g in range(len(vocab_shape)) if g != factor]
-    between = lambda d, a, b: {"steered_factor": d(a[factor], b[factor]),  # summed over the others
+    between = lambda d, a, b: {"steered_factor": d(a[factor], b[factor]),
                                "other_factor": sum(d(a[g], b[g]) for g in others)}
-    out = {"kl_target_steered": kl(target, steered), "kl_steered_target": kl(steered, target),
+    out = {"kl_target_steered": kl(target, steered),
+           "kl_steered_target": kl(steered, target),
            "kl_bayes_steered": kl(bayes_target, steered),
            "kl_steered_original": kl(steered, original),
            "kl_original_steered": kl(original, steered),
@@ -323,7 +338,7 @@ def steering_metrics(steered: Float[ndarray, "n vocab"], original: Float[ndarray
     return out
 
 def specificity(df: pd.DataFrame, by=("scale",), measure: str = "kl") -> pd.Series:
-    "Per group: mean (over rows = pairs) steered-factor `measure` over the same for the other."
+    "Per group: mean steered-factor `measure` over the other factor's (rows = pairs)."
     g = df.groupby(list(by))
     ratio = g[f"{measure}_steered_factor"].mean() / g[f"{measure}_other_factor"].mean()
     return ratio.rename("specificity" if measure == "kl" else f"specificity_{measure}")
@@ -338,12 +353,13 @@ def forbidden_mass(probs: Float[ndarray, "n vocab"],
     "Probability on tokens outside `allowed`."
     return np.asarray(probs)[..., ~np.asarray(allowed)].sum(-1)
 
-def class_mass(probs: Float[ndarray, "n vocab"], tokens: Bool[ndarray, "vocab"]) -> Float[ndarray, "n"]:
+def class_mass(probs: Float[ndarray, "n vocab"],
+               tokens: Bool[ndarray, "vocab"]) -> Float[ndarray, "n"]:
     "Probability on the tokens marked in `tokens` (the target class)."
     return np.asarray(probs)[..., np.asarray(tokens)].sum(-1)
 
 def sector_stationary(process: GHMM, sector: int) -> Float[ndarray, "states"]:
-    "Stationary state distribution of one sector of a block-diagonal process (zero elsewhere)."
+    "Stationary state distribution of one sector of a block-diagonal process."
     idx = np.asarray(process.sectors[sector])
     eta = np.zeros(process.n_states); eta[idx] = process.eta[idx]
     return eta @ process._projector / (eta @ process.one)
@@ -354,30 +370,65 @@ def steered_probs(model, inputs: Int[Tensor, "n pos"], hook: str,
                   vector: Float[Tensor, "d_model"] | Float[Tensor, "n d_model"],
                   scale,  # a number, or a list of scales
                   vocab_size: int,
-                  positions: Positions = "final",  # one per row: edited there and read there
+                  positions: Positions = "final",  # one per row: edited and read there
                   earlier: bool = False,  # also edit every earlier position
                   batch_size: int = 4096):
-    "Next-token distribution at `positions` with `scale * vector` added at `hook` there: (n, vocab)."
+    "Next-token distribution at `positions` with `scale * vector` added at `hook` there."
     scales = np.atleast_1d(np.asarray(scale, dtype=float))
     n, n_pos = inputs.shape
     V = torch.as_tensor(vector, dtype=torch.float32)
     V = V.expand(n, -1) if V.ndim == 1 else V
     if V.shape[0] != n: raise ValueError(f"{V.shape[0]} vectors for {n} sequences")
     pos = row_positions(positions, n, n_pos).repeat(len(scales))
-    rows = (torch.as_tensor(scales, dtype=V.dtype)[:, None, None] * V[None]).reshape(-1, V.shape[1])
+    rows = torch.as_tensor(scales, dtype=V.dtype)[:, None, None] * V[None]
+    rows = rows.reshape(-1, V.shape[1])
     x, out = inputs.repeat(len(scales), 1), []
     for i in range(0, len(x), batch_size):
         p = pos[i:i + batch_size]
         edit = upto(p, len(p), n_pos) if earlier else p
         with add_vector(model, hook, rows[i:i + batch_size], 1.0, edit):
-            out.append(token_probs(at_positions(model(x[i:i + batch_size]), p), vocab_size))
+            logits = at_positions(model(x[i:i + batch_size]), p)
+            out.append(token_probs(logits, vocab_size))
     out = np.concatenate(out).reshape(len(scales), n, -1)
     return out if np.ndim(scale) else out[0]
+
+# %% ../nbs/07_steering.ipynb #c8f0a2b4
+def readout_head(model, hook: str) -> Callable | None:
+    "The map from the activation at `hook` to the logits, when only the head follows it."
+    if not all(hasattr(model, a) for a in ("ln_final", "unembed", "cfg")): return None
+    if hook == f"blocks.{model.cfg.n_layers - 1}.hook_resid_post":
+        return lambda h: model.unembed(model.ln_final(h[:, None]))[:, 0]
+    if hook == "ln_final.hook_normalized":
+        def head(h):
+            put = lambda act, hook=None: h[:, None].to(act.dtype)  # the edited activation
+            with model.hooks(fwd_hooks=[(hook, put)]):
+                return model.unembed(model.ln_final(torch.zeros_like(h)[:, None]))[:, 0]
+        return head
+    return None
+
+@torch.no_grad()
+def head_probs(head: Callable, acts: Float[Tensor, "n d_model"],
+               vector: Float[Tensor, "d_model"] | Float[Tensor, "n d_model"],
+               scale, vocab_size: int):
+    "`steered_probs` through a `readout_head`, from the activations at the read position."
+    scales = np.atleast_1d(np.asarray(scale, dtype=float))
+    V = torch.as_tensor(vector, dtype=acts.dtype).expand(len(acts), -1)
+    out = np.stack([token_probs(head(acts + a * V), vocab_size) for a in scales])
+    return out if np.ndim(scale) else out[0]
+
+def _steer(model, data: SteeringData, rows, hook: str, V, scales, vocab_size: int,
+           earlier: bool = False):
+    "Steered distributions of `data`'s `rows`: via the head if it can, else a forward."
+    head = None if earlier else readout_head(model, hook)
+    if head is not None and hook in data.acts:
+        return head_probs(head, data.acts[hook][rows], V, list(scales), vocab_size)
+    return steered_probs(model, data.inputs[rows], hook, V, list(scales), vocab_size,
+                         data.positions[rows], earlier)
 
 # %% ../nbs/07_steering.ipynb #b7e4d2a8
 def _match_classes(marg: Float[ndarray, "n k"], reps: Float[ndarray, "c k"],
                    decimals: int = 6) -> Int[ndarray, "n"]:
-    "Class index (into `reps`) of each rounded belief in `marg`; -1 where it is not among `reps`."
+    "Class index (into `reps`) of each rounded belief in `marg`; -1 if not among `reps`."
     key = np.round(marg, decimals) + 0.0
     lab = np.full(len(marg), -1)
     for k, r in enumerate(reps): lab[(np.abs(key - r) < 10 ** -decimals / 2).all(1)] = k
@@ -392,7 +443,7 @@ def _cell_targets(probs, labels, other, t, rows):
     return out
 
 def _row_vectors(c: BeliefCentroids, s: int, t: int, other: Int[ndarray, "n"]) -> Tensor:
-    "Each row's cell vector c_(t,b) - c_(s,b) for its other class b (NaN if b = -1 or empty)."
+    "Each row's cell vector c_(t,b) - c_(s,b) for its other class b (NaN: none)."
     V = c.cells[t][np.maximum(other, 0)] - c.cells[s][np.maximum(other, 0)]
     V[torch.as_tensor(other < 0)] = float("nan")
     return V
@@ -400,49 +451,65 @@ def _row_vectors(c: BeliefCentroids, s: int, t: int, other: Int[ndarray, "n"]) -
 # %% ../nbs/07_steering.ipynb #d2f6a8c4
 def steering_sweep(model, process: GHMM, data: SteeringData, hook: str,
                    centroids: BeliefCentroids, scales=(0.0, 0.5, 1.0, 1.5, 2.0, 3.0),
-                   pairs=None,  # (source, target) class pairs; default: all synchronised pairs
-                   vector_fn: Callable | None = None,  # (s, t) -> vector; default c_t - c_s
+                   pairs=None,  # (source, target) classes; default: all synchronised
+                   vector_fn: Callable | None = None,  # (s, t) -> vector (c_t - c_s)
                    conditional: bool = False,  # cell vectors c_(t,b) - c_(s,b) per row
                    earlier: bool = False,  # also edit every position before the read one
                    min_count: int = 5) -> pd.DataFrame:
     "Steering metrics of `centroids.factor`: one row per (source, target, scale)."
     f, names = centroids.factor, centroids.names
     classes = centroids.synchronised(min_count)
-    pairs = pairs if pairs is not None else [(s, t) for s in classes for t in classes if s != t]
+    if pairs is None: pairs = [(s, t) for s in classes for t in classes if s != t]
     vector_fn = vector_fn or centroids.vector
     marg = factor_beliefs(data.beliefs, process.state_shape)
     rest = np.concatenate([m for g, m in enumerate(marg) if g != f], -1)
     labels = _match_classes(marg[f], centroids.reps)
     other = belief_classes(rest)[0]  # this batch's other-factor classes: target cells
-    other_c = _match_classes(rest, centroids.other_reps)  # the centroids' ones: cell vectors
+    other_c = _match_classes(rest, centroids.other_reps)  # the centroids': cell vectors
     out = []
     for s, t in pairs:
         rows = np.flatnonzero(labels == s)
         target = _cell_targets(data.probs, labels, other, t, rows)
-        swapped = swap_factor(data.beliefs[rows], process.state_shape, f, centroids.reps[t])
+        swapped = swap_factor(data.beliefs[rows], process.state_shape, f,
+                              centroids.reps[t])
         V = (_row_vectors(centroids, s, t, other_c[rows]) if conditional
              else vector_fn(s, t).expand(len(rows), -1))
         use = ~np.isnan(target).any(1) & torch.isfinite(V).all(1).numpy()
         if not use.any(): continue
         r = rows[use]
-        P = steered_probs(model, data.inputs[r], hook, V[use], list(scales), process.vocab_size,
-                          data.positions[r], earlier)
+        P = _steer(model, data, torch.as_tensor(r), hook, V[use], scales,
+                   process.vocab_size, earlier)
+        bayes = swapped[use] @ process.emission
         for a, p in zip(scales, P):
-            m = steering_metrics(p, data.probs[r], target[use], swapped[use] @ process.emission,
+            m = steering_metrics(p, data.probs[r], target[use], bayes,
                                  process.vocab_shape, f, data.exact[r])
-            out.append({"factor": f, "source": names[s], "target": names[t], "scale": float(a),
+            out.append({"factor": f, "source": names[s], "target": names[t],
+                        "scale": float(a),
                         "n": len(rows), "n_used": len(r),
                         "vector_norm": float(V[use].norm(dim=1).mean()),
-                        **{k: float(np.mean(x)) for k, x in m.items()}})
+                        **{k: float(np.mean(x)) for k, x in m.items()},
+                        **_mean_marginals(p, bayes, process.vocab_shape, f)})
     return pd.DataFrame(out)
+
+def _mean_marginals(p, bayes, vocab_shape, f) -> dict:
+    "Mean marginal probability of each symbol: steered and other factor, Bayes target."
+    ms, mb = factor_marginals(p, vocab_shape), factor_marginals(bayes, vocab_shape)
+    g = 1 - f if len(vocab_shape) == 2 else None
+    out = {f"steered_p{x}": float(v) for x, v in enumerate(ms[f].mean(0))}
+    out |= {f"bayes_p{x}": float(v) for x, v in enumerate(mb[f].mean(0))}
+    if g is not None:
+        out |= {f"other_p{x}": float(v) for x, v in enumerate(ms[g].mean(0))}
+    return out
 
 METRICS = ("kl_", "tv_", "js_")  # prefixes of the metric columns
 
 def summarize(df: pd.DataFrame, by=("scale",)) -> pd.DataFrame:
-    "Means over pairs (each pair weighs the same) of every metric, with the specificity ratios."
+    "Means over pairs (each weighing the same) of every metric, with specificity ratios."
     cols = [c for c in df.columns if c.startswith(METRICS)]
     out = df.groupby(list(by))[cols].mean()
-    for measure in ("kl", "tv", "js"): out[specificity(df, by, measure).name] = specificity(df, by, measure)
+    for measure in ("kl", "tv", "js"):
+        ratio = specificity(df, by, measure)
+        out[ratio.name] = ratio
     return out.reset_index()
 
 # %% ../nbs/07_steering.ipynb #e5c7a9b1
@@ -451,7 +518,7 @@ GRADIENT_ROWS = 500  # sequences behind a mean readout or marginal gradient
 
 @dataclass
 class VectorSetup:
-    "What a vector builder may use: the centroids, the batch they came from, the model, the hook."
+    "What a vector builder may use: centroids, the batch they came from, model, hook."
     centroids: BeliefCentroids
     fit: SteeringData
     model: object
@@ -460,7 +527,8 @@ class VectorSetup:
     seed: int  # seeds random controls
 
     def others(self) -> list[int]:
-        return [g for g in range(len(self.process.vocab_shape)) if g != self.centroids.factor]
+        F = len(self.process.vocab_shape)
+        return [g for g in range(F) if g != self.centroids.factor]
 
     def projected(self, basis: Tensor, keep: bool = False) -> VectorFn:
         return lambda s, t: project(self.centroids.vector(s, t), basis, keep)
@@ -468,7 +536,8 @@ class VectorSetup:
 def _centroid(u: VectorSetup) -> VectorFn: return u.centroids.vector
 
 def _random(u: VectorSetup) -> VectorFn:
-    return lambda s, t: random_like(u.centroids.vector(s, t), seed=1000 * u.seed + 10 * s + t)
+    seed = lambda s, t: 1000 * u.seed + 10 * s + t
+    return lambda s, t: random_like(u.centroids.vector(s, t), seed(s, t))
 
 def _onto_own_probe(u: VectorSetup) -> VectorFn:
     own = factor_beliefs(u.fit.beliefs, u.process.state_shape)[u.centroids.factor]
@@ -487,12 +556,12 @@ def _off_other_readout(u: VectorSetup) -> VectorFn:
 
 def _off_other_marginal(u: VectorSetup) -> VectorFn:
     bases = {}
-    def basis(s: int) -> Tensor:  # the marginal's gradient on the source class's own sequences
+    def basis(s: int) -> Tensor:  # marginal gradients on the source class's sequences
         if s not in bases:
             r = torch.as_tensor(np.flatnonzero(u.centroids.labels == s)[:GRADIENT_ROWS])
-            x, pos = u.fit.inputs[r], u.fit.positions[r]
-            bases[s] = torch.cat([marginal_gradients(u.model, x, u.hook, u.process.vocab_shape,
-                                                     g, pos) for g in u.others()])
+            x, pos, shape = u.fit.inputs[r], u.fit.positions[r], u.process.vocab_shape
+            bases[s] = torch.cat([marginal_gradients(u.model, x, u.hook, shape, g, pos)
+                                  for g in u.others()])
         return bases[s]
     return lambda s, t: project(u.centroids.vector(s, t), basis(s), keep=False)
 
@@ -504,12 +573,12 @@ VECTORS: dict[str, Callable[[VectorSetup], VectorFn]] = {
 # %% ../nbs/07_steering.ipynb #f7b9c1d3
 @dataclass(frozen=True)
 class SteeringConfig:
-    "One steering experiment: a trained model, how its vectors are built and applied, the data."
+    "One steering experiment: a trained model, how vectors are built and applied, data."
     model: TrainConfig  # the model, e.g. default_config("z1r_x_z1r", seed=0)
     hook: str = "blocks.1.hook_resid_post"  # where vectors are read and added
     balance: bool = False  # standardised centroids (False: the proposal's plain means)
     vector: str = "centroid"  # a key of VECTORS
-    edit_earlier: bool = False  # also add the vector at every position before the read one
+    edit_earlier: bool = False  # also add the vector at every earlier position
     n_sequences: int = 2000  # fresh sequences, steered and evaluated
     n_fit: int = 0  # sequences behind the centroids, drawn apart (0: the steered ones)
     data_seed: int = 1000  # seeds both sets of sequences
@@ -519,28 +588,41 @@ class SteeringConfig:
     state_names: tuple[str, ...] = ("S0", "S1", "SR")  # names of each factor's states
 
     def __post_init__(self):
-        if isinstance(self.model, dict): object.__setattr__(self, "model", TrainConfig.from_dict(self.model))
-        for f in ("scales", "factors", "state_names"): object.__setattr__(self, f, tuple(getattr(self, f)))
-        if self.vector not in VECTORS: raise ValueError(f"vector must be one of {list(VECTORS)}, got {self.vector!r}")
+        _model_from_dict(self)
+        object.__setattr__(self, "scales", tuple(float(a) for a in self.scales))
+        for f in ("factors", "state_names"):
+            object.__setattr__(self, f, tuple(getattr(self, f)))
+        if self.vector not in VECTORS:
+            raise ValueError(f"vector must be one of {list(VECTORS)}: {self.vector!r}")
         if not self.scales or self.n_sequences < 1 or self.n_fit < 0:
-            raise ValueError("a steering config needs scales, n_sequences >= 1 and n_fit >= 0")
+            raise ValueError("a config needs scales, n_sequences >= 1, n_fit >= 0")
+
+def _model_from_dict(cfg):
+    "A config read back from JSON holds its model as a dict: make it a TrainConfig again."
+    if isinstance(cfg.model, dict):
+        object.__setattr__(cfg, "model", TrainConfig.from_dict(cfg.model))
 
 def _sequences(process: GHMM, cfg, n: int, stream: int) -> Int[ndarray, "n length"]:
-    return process.sample(n, cfg.model.seq_len, seed=np.random.default_rng([cfg.data_seed, stream]))
+    rng = np.random.default_rng([cfg.data_seed, stream])  # one stream per use of the seed
+    return process.sample(n, cfg.model.seq_len, seed=rng)
 
 @experiment("steering", version=1)
 def steering_experiment(cfg: SteeringConfig) -> dict:
     "Steer each factor of `cfg.factors` between every pair of its synchronised states."
     model, report = train_or_load(cfg.model, RunOptions(progress=False))
     process = make_process(cfg.model.process)
-    data = collect(model, process, _sequences(process, cfg, cfg.n_sequences, 0), [cfg.hook])
-    fit = collect(model, process, _sequences(process, cfg, cfg.n_fit, 1), [cfg.hook]) if cfg.n_fit else data
+    def read(n: int, stream: int) -> SteeringData:
+        return collect(model, process, _sequences(process, cfg, n, stream), [cfg.hook])
+    data = read(cfg.n_sequences, 0)
+    fit = read(cfg.n_fit, 1) if cfg.n_fit else data
     frames, deviation = [], []
     for f in cfg.factors:
-        c = belief_centroids(fit.acts[cfg.hook], fit.beliefs, process.state_shape, f, cfg.balance,
-                             state_names=list(cfg.state_names))
-        fn = VECTORS[cfg.vector](VectorSetup(c, fit, model, cfg.hook, process, cfg.data_seed))
-        frames.append(steering_sweep(model, process, data, cfg.hook, c, cfg.scales, vector_fn=fn,
+        c = belief_centroids(fit.acts[cfg.hook], fit.beliefs, process.state_shape, f,
+                             cfg.balance, state_names=list(cfg.state_names))
+        setup = VectorSetup(c, fit, model, cfg.hook, process, cfg.data_seed)
+        fn = VECTORS[cfg.vector](setup)
+        frames.append(steering_sweep(model, process, data, cfg.hook, c, cfg.scales,
+                                     vector_fn=fn,
                                      conditional=cfg.vector == "conditional",
                                      earlier=cfg.edit_earlier, min_count=cfg.min_count))
         deviation += cell_deviation(c, cfg.min_count)
@@ -549,28 +631,30 @@ def steering_experiment(cfg: SteeringConfig) -> dict:
             "cell_deviation": deviation}
 
 def experiment_rows(fn, configs: list, key: str = "pairs") -> pd.DataFrame:
-    "The rows under `key` of the stored records of `fn` on `configs`, with each model's seed."
+    "The rows under `key` of the stored records of `fn` on `configs`, with model seeds."
     frames = []
     for c in configs:
         rec = load_record(fn, c)
-        if rec is None: raise ValueError(f"no stored record for {c}: run sweep(fn, configs) first")
+        if rec is None:
+            raise ValueError(f"no stored record for {c}: run sweep(fn, configs) first")
         frames.append(pd.DataFrame(rec["result"][key]).assign(seed=c.model.seed))
     return pd.concat(frames, ignore_index=True)
 
 # %% ../nbs/07_steering.ipynb #d9f1b3c5
 @dataclass(frozen=True)
 class Route:
-    "Steer `factor`'s block from sector `source` to sector `target` (names 'V' + a digit per factor)."
+    "Steer `factor`'s block from sector `source` to `target` ('V' + a digit per factor)."
     factor: int
     source: str
     target: str
 
-    def label(self) -> str: return f"{self.target} from {self.source} (steer {'AB'[self.factor]})"
+    def label(self) -> str:
+        return f"{self.target} from {self.source} (steer {'AB'[self.factor]})"
 
 def sector_blocks(name: str, n_factors: int) -> tuple[int, ...]:
     "The block of each factor in sector `name`, e.g. 'V10' -> (1, 0)."
     if len(name) != n_factors + 1 or name[0] != "V" or not name[1:].isdigit():
-        raise ValueError(f"a sector name is 'V' and one block digit per factor, got {name!r}")
+        raise ValueError(f"a sector name is 'V' + a block digit per factor, got {name!r}")
     return tuple(int(c) for c in name[1:])
 
 @dataclass(frozen=True)
@@ -585,14 +669,15 @@ class PartitionConfig:
     scales: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 3.0, 5.0)
 
     def __post_init__(self):
-        if isinstance(self.model, dict): object.__setattr__(self, "model", TrainConfig.from_dict(self.model))
+        _model_from_dict(self)
         routes = tuple(Route(**r) if isinstance(r, dict) else r for r in self.routes)
         object.__setattr__(self, "routes", routes)
         object.__setattr__(self, "scales", tuple(float(a) for a in self.scales))
         for r in routes:
             a, b = sector_blocks(r.source, 2), sector_blocks(r.target, 2)
             if [g for g in range(2) if a[g] != b[g]] != [r.factor]:
-                raise ValueError(f"{r}: source and target must differ in the steered factor's block only")
+                raise ValueError(f"{r}: source and target must differ in the steered "
+                                 "factor's block only")
 
 # %% ../nbs/07_steering.ipynb #e1a3c5d7
 def _route_rows(model, process, data, hook, route, scales, post, sector_of) -> list[dict]:
@@ -601,21 +686,24 @@ def _route_rows(model, process, data, hook, route, scales, post, sector_of) -> l
     index = lambda name: int(np.ravel_multi_index(sector_blocks(name, F), shape))
     src, dst = index(route.source), index(route.target)
     names = ["block 0", "block 1"]
-    c = belief_centroids(data.acts[hook], post, shape, route.factor, True, state_names=names)
+    c = belief_centroids(data.acts[hook], post, shape, route.factor, True,
+                         state_names=names)
     s_cls = c.names.index(f"block {sector_blocks(route.source, F)[route.factor]}")
     t_cls = c.names.index(f"block {sector_blocks(route.target, F)[route.factor]}")
     rows = sector_of == src
     allowed = allowed_tokens(process, process.sectors[dst])
     new = allowed & ~allowed_tokens(process, process.sectors[src])
-    pi = factor_beliefs(sector_stationary(process, dst), process.state_shape)[route.factor]
-    bayes = swap_factor(data.beliefs[rows], process.state_shape, route.factor, pi) @ process.emission
-    own = data.probs[sector_of == dst]
-    mass = lambda p: float(class_mass(p, new).mean()) if new.any() and len(p) else float("nan")
-    P = steered_probs(model, data.inputs[torch.as_tensor(rows)], hook, c.vector(s_cls, t_cls),
-                      list(scales), process.vocab_size, data.positions[torch.as_tensor(rows)])
+    pi = sector_stationary(process, dst)
+    pi = factor_beliefs(pi, process.state_shape)[route.factor]
+    swapped = swap_factor(data.beliefs[rows], process.state_shape, route.factor, pi)
+    bayes, own = swapped @ process.emission, data.probs[sector_of == dst]
+    mass = lambda p: float(class_mass(p, new).mean()) if new.any() and len(p) else np.nan
+    r = torch.as_tensor(np.flatnonzero(rows))
+    P = _steer(model, data, r, hook, c.vector(s_cls, t_cls), scales, process.vocab_size)
     return [{"route": route.label(), "factor": route.factor, "source": route.source,
              "target": route.target, "scale": float(a), "n": int(rows.sum()),
-             "forbidden": float(forbidden_mass(p, allowed).mean()), "target_class": mass(p),
+             "forbidden": float(forbidden_mass(p, allowed).mean()),
+             "target_class": mass(p),
              "bayes_target_class": mass(bayes), "model_target_class": mass(own)}
             for a, p in zip(scales, P)]
 
@@ -624,10 +712,66 @@ def partition_experiment(cfg: PartitionConfig) -> dict:
     "Forbidden and target-class mass when a factor's block is steered along each route."
     model, report = train_or_load(cfg.model, RunOptions(progress=False))
     process = make_process(cfg.model.process)
-    data = collect(model, process, _sequences(process, cfg, cfg.n_sequences, 0), [cfg.hook])
+    tokens = _sequences(process, cfg, cfg.n_sequences, 0)
+    data = collect(model, process, tokens, [cfg.hook])
     post = sector_posterior(data.beliefs, process.sectors, process.one)
     known = np.isclose(post.max(-1), 1)
     sector_of = np.where(known, post.argmax(-1), -1)
-    rows = [r for route in cfg.routes
-            for r in _route_rows(model, process, data, cfg.hook, route, cfg.scales, post, sector_of)]
+    route_rows = lambda r: _route_rows(model, process, data, cfg.hook, r, cfg.scales,
+                                       post, sector_of)
+    rows = [r for route in cfg.routes for r in route_rows(route)]
     return {"model_gap": report["gap"], "sector_known": float(known.mean()), "rows": rows}
+
+# %% ../nbs/07_steering.ipynb #d5f7b9c1
+def per_seed(rows: pd.DataFrame, by=("scale",)) -> pd.DataFrame:
+    "`summarize` for each training seed (column `seed`): one row per (seed, *by)."
+    return summarize(rows, by=("seed", *by))
+
+def seed_ci(values, log: bool = False) -> dict:
+    "`mean_ci` over seeds (`log`: geometric mean); NaN where a value is not finite."
+    x = np.asarray(values, dtype=float)
+    if not np.isfinite(x).all() or (log and (x <= 0).any()):
+        return {"mean": np.nan, "ci_low": np.nan, "ci_high": np.nan, "seeds": len(x)}
+    if not log: return mean_ci(x)
+    ci = mean_ci(np.log(x))
+    return {k: (float(np.exp(v)) if k != "seeds" else v) for k, v in ci.items()}
+
+def is_ratio(col: str) -> bool:
+    "Columns averaged over seeds on a log scale: the specificity ratios."
+    return col.startswith("specificity")
+
+def over_seeds(table: pd.DataFrame, by=("scale",), cols=None) -> pd.DataFrame:
+    "Mean and 95% interval over seeds of each column, per group: `col`, `_lo`, `_hi`."
+    numeric = table.select_dtypes("number").columns
+    cols = cols or [c for c in numeric if c not in (*by, "seed")]
+    out = []
+    for key, g in table.groupby(list(by), sort=False):
+        row = dict(zip(by, key if isinstance(key, tuple) else (key,)), seeds=len(g))
+        for c in cols:
+            ci = seed_ci(g[c], is_ratio(c))
+            row |= {c: ci["mean"], f"{c}_lo": ci["ci_low"], f"{c}_hi": ci["ci_high"]}
+        out.append(row)
+    return pd.DataFrame(out)
+
+def result_key(value) -> str:
+    "A key fit for a glue name: 0.5 -> 's0_5', 'blocks.1.hook_in' -> 'blocks_1_hook_in'."
+    if isinstance(value, (float, int, np.number)) and not isinstance(value, bool):
+        return "s" + f"{float(value):g}".replace(".", "_").replace("-", "m")
+    return "".join(ch if ch.isalnum() else "_" for ch in str(value)).strip("_")
+
+def seed_intervals(table: pd.DataFrame, by, cols) -> dict:
+    "{group key: {col: interval over seeds}}, nested per level of `by`; NaNs left out."
+    out = {}
+    for key, g in table.groupby(list(by), sort=False):
+        node = out
+        for k in (key if isinstance(key, tuple) else (key,)):
+            node = node.setdefault(result_key(k), {})
+        for c in cols:
+            ci = seed_ci(g[c], is_ratio(c))
+            if np.isfinite(ci["mean"]): node[c] = ci
+    return out
+
+def fmt_ci(mean: float, lo: float = np.nan, hi: float = np.nan, digits: int = 3) -> str:
+    "`mean [lo, hi]` with `digits` significant figures (the mean alone if no interval)."
+    f = lambda x: f"{x:.{digits}g}"
+    return f(mean) if not np.isfinite(lo) else f"{f(mean)} [{f(lo)}, {f(hi)}]"
