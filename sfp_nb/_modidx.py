@@ -98,6 +98,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                               'sfp_nb.plots.plot_msp': ('plots.html#plot_msp', 'sfp_nb/plots.py'),
                               'sfp_nb.plots.plot_sector_posterior': ('plots.html#plot_sector_posterior', 'sfp_nb/plots.py'),
                               'sfp_nb.plots.plot_simplex': ('plots.html#plot_simplex', 'sfp_nb/plots.py'),
+                              'sfp_nb.plots.plot_specificity_scatter': ('plots.html#plot_specificity_scatter', 'sfp_nb/plots.py'),
                               'sfp_nb.plots.plot_training': ('plots.html#plot_training', 'sfp_nb/plots.py'),
                               'sfp_nb.plots.plot_transfer': ('plots.html#plot_transfer', 'sfp_nb/plots.py'),
                               'sfp_nb.plots.to_simplex': ('plots.html#to_simplex', 'sfp_nb/plots.py')},
