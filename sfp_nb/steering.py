@@ -29,7 +29,7 @@ __all__ = ['METRICS', 'VectorFn', 'GRADIENT_ROWS', 'VECTORS', 'token_probs', 'ro
            'allowed_tokens', 'forbidden_mass', 'class_mass', 'sector_stationary', 'steered_probs', 'readout_head',
            'head_probs', 'steering_sweep', 'summarize', 'VectorSetup', 'SteeringConfig', 'steering_experiment',
            'experiment_rows', 'Route', 'sector_blocks', 'PartitionConfig', 'partition_experiment', 'per_seed',
-           'seed_ci', 'is_ratio', 'over_seeds', 'result_key', 'seed_intervals', 'fmt_ci']
+           'seed_ci', 'is_ratio', 'over_seeds', 'result_key', 'seed_intervals', 'round_sig', 'fmt_num', 'fmt_ci']
 
 # %% ../nbs/07_steering.ipynb #b8d62b60
 def token_probs(logits: Float[Tensor, "... d_vocab"],  # model logits, BOS included
@@ -740,7 +740,9 @@ def is_ratio(col: str) -> bool:
     "Columns averaged over seeds on a log scale: the specificity ratios."
     return col.startswith("specificity")
 
-def over_seeds(table: pd.DataFrame, by=("scale",), cols=None) -> pd.DataFrame:
+def over_seeds(table: pd.DataFrame, by=("scale",), cols=None,
+               log: bool | None = None  # None: log scale for ratios only; True: for all
+               ) -> pd.DataFrame:
     "Mean and 95% interval over seeds of each column, per group: `col`, `_lo`, `_hi`."
     numeric = table.select_dtypes("number").columns
     cols = cols or [c for c in numeric if c not in (*by, "seed")]
@@ -748,7 +750,7 @@ def over_seeds(table: pd.DataFrame, by=("scale",), cols=None) -> pd.DataFrame:
     for key, g in table.groupby(list(by), sort=False):
         row = dict(zip(by, key if isinstance(key, tuple) else (key,)), seeds=len(g))
         for c in cols:
-            ci = seed_ci(g[c], is_ratio(c))
+            ci = seed_ci(g[c], is_ratio(c) if log is None else log)
             row |= {c: ci["mean"], f"{c}_lo": ci["ci_low"], f"{c}_hi": ci["ci_high"]}
         out.append(row)
     return pd.DataFrame(out)
@@ -771,7 +773,19 @@ def seed_intervals(table: pd.DataFrame, by, cols) -> dict:
             if np.isfinite(ci["mean"]): node[c] = ci
     return out
 
-def fmt_ci(mean: float, lo: float = np.nan, hi: float = np.nan, digits: int = 3) -> str:
-    "`mean [lo, hi]` with `digits` significant figures (the mean alone if no interval)."
-    f = lambda x: f"{x:.{digits}g}"
-    return f(mean) if not np.isfinite(lo) else f"{f(mean)} [{f(lo)}, {f(hi)}]"
+def round_sig(x: float, digits: int = 3) -> float:
+    "`x` rounded to `digits` significant figures (a page prints it with `:,.0f`)."
+    return float(f"{x:.{digits}g}") if np.isfinite(x) else x
+
+def fmt_num(x: float, digits: int = 3, decimals: int | None = None) -> str:
+    "`x` to `digits` significant figures (4,000, not 4e+03) or `decimals`; NaN: '–'."
+    if not np.isfinite(x): return "–"
+    if decimals is not None: return f"{x:.{decimals}f}"
+    return f"{round_sig(x, digits):,.0f}" if abs(x) >= 10 ** digits else f"{x:.{digits}g}"
+
+def fmt_ci(mean: float, lo: float = np.nan, hi: float = np.nan, digits: int = 3,
+           decimals: int | None = None, sep: str = " ") -> str:
+    "`mean [lo, hi]`: the mean to `digits`, the bounds to 2 significant figures."
+    if not np.isfinite(lo): return fmt_num(mean, digits, decimals)
+    bound = lambda x: fmt_num(x, 2, decimals)
+    return f"{fmt_num(mean, digits, decimals)}{sep}[{bound(lo)}, {bound(hi)}]"
