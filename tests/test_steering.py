@@ -10,7 +10,7 @@ import transformer_lens.model_bridge.sources  # noqa: F401  (registers boot_nati
 
 from sfp_nb.beliefs import factor_beliefs
 from sfp_nb.core import to_json
-from sfp_nb.interventions import add_vector, upto
+from sfp_nb.interventions import ablate_and_add, ablate_direction, add_vector, upto
 from sfp_nb.processes import factored, pp_z1r_sfp, z1r
 from sfp_nb.steering import (PartitionConfig, Route, SteeringConfig, allowed_tokens, belief_centroids, class_centroids,
                              class_mass, collect, diff_in_means, factor_marginals, forbidden_mass, js, kl,
@@ -110,6 +110,40 @@ def test_collect_reads_the_positions_it_is_given(model, proc):
         assert np.allclose(d.probs, token_probs(model(d.inputs)[torch.arange(50), k], 4), atol=1e-6)
     sub = d.subset(np.arange(50) % 3 == 0)
     assert len(sub) == 17 and torch.equal(sub.positions, k[::3])
+
+
+# ---- the interventions steering relies on (sfp_nb.interventions) --------------------------------------------
+
+@pytest.mark.parametrize("positions", ["final", "all"])
+@pytest.mark.parametrize("hook", [HOOK, "blocks.0.hook_resid_pre", LN])
+def test_scale_zero_changes_nothing_exactly(model, inputs, hook, positions):
+    v = torch.randn(32, generator=torch.Generator().manual_seed(1)) * 100
+    with torch.no_grad():
+        base = model(inputs)
+        with add_vector(model, hook, v, 0.0, positions):
+            same = model(inputs)
+    assert torch.equal(base, same) and _no_hooks(model)
+
+
+@pytest.mark.parametrize("make", [
+    lambda m, v: add_vector(m, HOOK, v, 1.0),
+    lambda m, v: ablate_direction(m, HOOK, v),
+    lambda m, v: ablate_and_add(m, HOOK, v, v, 1.0, "all"),
+])
+def test_hooks_removed_after_an_exception(model, inputs, make):
+    v = torch.ones(32)
+    with torch.no_grad():
+        base = model(inputs)
+        with pytest.raises(ValueError, match="inside"):
+            with make(model, v):
+                assert not _no_hooks(model)
+                raise ValueError("raised inside the block")
+        assert _no_hooks(model) and torch.equal(model(inputs), base)
+    bad = torch.full((2, 10), 99, dtype=torch.long)  # ids beyond d_vocab make the forward raise
+    with pytest.raises(Exception):
+        with add_vector(model, HOOK, torch.ones(32), 1.0):
+            model(bad)
+    assert _no_hooks(model)
 
 
 # ---- vectors -------------------------------------------------------------------------------------------------
