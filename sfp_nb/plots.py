@@ -13,8 +13,9 @@ from .beliefs import factor_beliefs, mixed_state_presentation, sector_posterior
 from .ghmm import GHMM
 
 # %% auto #0
-__all__ = ['PALETTE', 'DPI', 'figure', 'to_simplex', 'plot_simplex', 'plot_msp', 'plot_factor_beliefs', 'plot_sector_posterior',
-           'plot_belief_geometry', 'plot_training', 'plot_kl_vs_scale', 'plot_marginal_paths', 'plot_transfer']
+__all__ = ['PALETTE', 'DPI', 'MEASURE_NAMES', 'figure', 'to_simplex', 'plot_simplex', 'plot_msp', 'plot_factor_beliefs',
+           'plot_sector_posterior', 'plot_belief_geometry', 'plot_training', 'plot_kl_vs_scale', 'plot_marginal_paths',
+           'plot_specificity_scatter', 'plot_transfer']
 
 # %% ../nbs/03a_plots.ipynb #f9c5010f
 PALETTE = sns.color_palette("colorblind")
@@ -111,28 +112,57 @@ def plot_training(report: dict, ax=None, label: str | None = None, color=None):
     return ax
 
 # %% ../nbs/03a_plots.ipynb #37ef90f8
-def plot_kl_vs_scale(summaries: dict, ax=None, title=None):
-    "Steered- and other-factor KL against scale (log y) for each labelled summary table."
+MEASURE_NAMES = {"kl": "KL to unsteered (nats)", "tv": "total variation to unsteered",
+                 "js": "Jensen-Shannon to unsteered (nats)"}
+
+def plot_kl_vs_scale(summaries: dict, ax=None, title=None, measure: str = "kl"):
+    "Steered and other factor's `measure` against scale (log y) per table, with CI bands."
+    if measure not in MEASURE_NAMES:
+        raise ValueError(f"measure must be one of {list(MEASURE_NAMES)}, got {measure!r}")
     if ax is None: ax = figure(1, 4.6, 3.4)[1][0]
     for i, (label, s) in enumerate(summaries.items()):
         s = s[s.scale > 0]
-        ax.plot(s.scale, s.kl_steered_factor, "-o", color=PALETTE[i], ms=4, label=f"{label}: steered factor")
-        ax.plot(s.scale, s.kl_other_factor, "--s", color=PALETTE[i], ms=4, label=f"{label}: other factor")
-    ax.set_yscale("log"); ax.set_xlabel("steering scale"); ax.set_ylabel("KL to unsteered (nats)")
+        for part, style in (("steered", "-o"), ("other", "--s")):
+            col = f"{measure}_{part}_factor"
+            ax.plot(s.scale, s[col], style, color=PALETTE[i], ms=4,
+                    label=f"{label}: {part} factor")
+            if f"{col}_lo" in s and s[f"{col}_lo"].notna().all():
+                ax.fill_between(s.scale, s[f"{col}_lo"].clip(lower=1e-12), s[f"{col}_hi"],
+                                color=PALETTE[i], alpha=0.15, lw=0)
+    ax.set_yscale("log"); ax.set_xlabel("steering scale")
+    ax.set_ylabel(MEASURE_NAMES[measure])
     ax.legend(fontsize=7, frameon=False)
     if title: ax.set_title(title, fontsize=10)
     return ax
 
 def plot_marginal_paths(paths: dict, ax=None, title=None):
-    "Mean (Pr[v_A=1], Pr[v_B=1]) of steered outputs along the scale, one path per pair label."
+    "Mean (Pr[v_A=1], Pr[v_B=1]) of steered outputs along the scale, a path per pair."
     if ax is None: ax = figure(1, 3.8, 3.6)[1][0]
     for i, (label, pts) in enumerate(paths.items()):
-        pts = np.asarray(pts)
-        ax.plot(pts[:, 0], pts[:, 1], "-", color=PALETTE[i % len(PALETTE)], lw=1.2)
-        ax.scatter(pts[:, 0], pts[:, 1], color=PALETTE[i % len(PALETTE)], s=np.linspace(8, 40, len(pts)), label=label, zorder=3)
+        pts, c = np.asarray(pts), PALETTE[i % len(PALETTE)]
+        ax.plot(pts[:, 0], pts[:, 1], "-", color=c, lw=1.2)
+        size = np.linspace(8, 40, len(pts))
+        ax.scatter(pts[:, 0], pts[:, 1], color=c, s=size, label=label, zorder=3)
     ax.set_xlim(-0.03, 1.03); ax.set_ylim(-0.03, 1.03); ax.set_aspect("equal")
     ax.set_xlabel("Pr[factor A symbol = 1]"); ax.set_ylabel("Pr[factor B symbol = 1]")
-    ax.legend(fontsize=6, frameon=False, loc="best")
+    ax.legend(fontsize=7, frameon=False, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    if title: ax.set_title(title, fontsize=10)
+    return ax
+
+# %% ../nbs/03a_plots.ipynb #b3d5f7a9
+def plot_specificity_scatter(table, ax=None, title=None, reference: float = 1000.0):
+    "KL against TV specificity, a point per setting with interval bars, by lever."
+    if ax is None: ax = figure(1, 5.0, 4.0)[1][0]
+    for i, (lever, d) in enumerate(table.groupby("lever", sort=False)):
+        x, y = d.specificity.to_numpy(), d.specificity_tv.to_numpy()
+        def bar(c, v):  # distances to the interval ends (0 where there is none)
+            return np.nan_to_num(np.abs(np.stack([v - d[f"{c}_lo"], d[f"{c}_hi"] - v])))
+        ax.errorbar(x, y, xerr=bar("specificity", x), yerr=bar("specificity_tv", y),
+                    fmt="o", ms=4, lw=0.8, color=PALETTE[i % len(PALETTE)], label=lever)
+    ax.axvline(reference, color="0.5", ls="--", lw=0.8)
+    ax.set_xscale("log"); ax.set_yscale("log")
+    ax.set_xlabel("specificity, KL"); ax.set_ylabel("specificity, total variation")
+    ax.legend(fontsize=7, frameon=False, loc="center left", bbox_to_anchor=(1.02, 0.5))
     if title: ax.set_title(title, fontsize=10)
     return ax
 

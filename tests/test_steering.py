@@ -1,18 +1,27 @@
-"""Tests of sfp_nb.steering: interventions, vectors and metrics (no trained model needed)."""
+"""Tests of sfp_nb.steering: positions, vectors, metrics, sweeps and experiment configs (tiny models only)."""
+import dataclasses, json
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings, strategies as st
 from transformer_lens.config import TransformerBridgeConfig
 from transformer_lens.model_bridge import TransformerBridge
 import transformer_lens.model_bridge.sources  # noqa: F401  (registers boot_native)
 
+from sfp_nb.beliefs import factor_beliefs
+from sfp_nb.core import to_json
+from sfp_nb.interventions import ablate_and_add, ablate_direction, add_vector, upto
 from sfp_nb.processes import factored, pp_z1r_sfp, z1r
-from sfp_nb.steering import (ablate_and_add, ablate_direction, add_vector, allowed_tokens, belief_centroids, class_mass,
-                             collect, diff_in_means, factor_marginals, forbidden_mass, kl, logit_contrasts, project,
-                             random_like, steering_metrics, steering_sweep, summarize, swap_factor)
-from sfp_nb.training import model_inputs
+from sfp_nb.steering import (PartitionConfig, Route, SteeringConfig, allowed_tokens, belief_centroids, class_centroids,
+                             class_mass, collect, diff_in_means, factor_marginals, forbidden_mass, js, kl,
+                             logit_contrasts, marginal_gradients, project, random_like, readout_gradients,
+                             row_positions, sector_blocks, steered_probs, steering_experiment, steering_metrics,
+                             steering_sweep, summarize, swap_factor, token_probs, tv)
+from sfp_nb.training import default_config, model_inputs
 
 HOOK = "blocks.1.hook_resid_post"
+LN = "ln_final.hook_normalized"
+NAMES = ["S0", "S1", "SR"]
 
 
 @pytest.fixture(scope="module")
@@ -36,32 +45,84 @@ def _no_hooks(model):
     return all(len(hp.fwd_hooks) == 0 for hp in model.hook_dict.values())
 
 
-# ---- interventions -------------------------------------------------------------------------------------------
+# ---- one position: edited and read -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("hook", [HOOK, "blocks.0.hook_resid_post", LN])
+def test_edit_and_read_at_the_same_per_row_positions(model, inputs, hook):
+    """The read-out at k_i moves and equals a hand-made pass; earlier positions do not move, so reading there would fail."""
+    v = torch.randn(32, generator=torch.Generator().manual_seed(1))
+    k = torch.tensor([1, 9, 4, 7, 2, 9, 5, 3, 8, 6, 1, 2, 3, 4, 5, 6])
+    got = steered_probs(model, inputs, hook, v, 2.0, 4, positions=k)
+    rows = torch.arange(len(k))
+    with torch.no_grad():
+        base = model(inputs)
+        with add_vector(model, hook, v, 2.0, k):
+            edited = model(inputs)
+    assert np.allclose(got, token_probs(edited[rows, k], 4), atol=1e-6)
+    unsteered = token_probs(base[rows, k], 4)
+    assert (np.abs(got - unsteered).max(1) > 1e-4).all()  # every row's read-out moved
+    for i, ki in enumerate(k.tolist()):
+        assert torch.equal(edited[i, :ki], base[i, :ki])  # an earlier read-out would see nothing
+    assert _no_hooks(model)
+
+
+def test_edit_earlier_positions_too(model, inputs):
+    v = torch.randn(32, generator=torch.Generator().manual_seed(2))
+    k = torch.full((len(inputs),), 6)
+    got = steered_probs(model, inputs, "blocks.0.hook_resid_post", v, 1.5, 4, positions=k, earlier=True)
+    with torch.no_grad(), add_vector(model, "blocks.0.hook_resid_post", v, 1.5, upto(k, len(k), inputs.shape[1])):
+        want = token_probs(model(inputs)[:, 6], 4)
+    only = steered_probs(model, inputs, "blocks.0.hook_resid_post", v, 1.5, 4, positions=6)
+    assert np.allclose(got, want, atol=1e-6) and not np.allclose(got, only, atol=1e-4)
+
+
+def test_scale_zero_and_batched_scales(model, proc):
+    x = model_inputs(proc.sample(30, 10, seed=5), proc)
+    v = torch.randn(32, generator=torch.Generator().manual_seed(6))
+    many = steered_probs(model, x, HOOK, v, [0.0, 0.7, 2.0], proc.vocab_size, batch_size=16)
+    assert many.shape == (3, 30, 4)
+    with torch.no_grad():
+        assert np.allclose(many[0], token_probs(model(x)[:, -1], 4), atol=1e-6)
+    for i, a in enumerate([0.0, 0.7, 2.0]):
+        assert np.allclose(many[i], steered_probs(model, x, HOOK, v, a, proc.vocab_size), atol=1e-6)
+    per_row = torch.randn(30, 32, generator=torch.Generator().manual_seed(7))
+    one = steered_probs(model, x, HOOK, per_row, [1.0], proc.vocab_size)[0]
+    assert np.allclose(one[3], steered_probs(model, x[3:4], HOOK, per_row[3], 1.0, proc.vocab_size)[0], atol=1e-6)
+
+
+def test_positions_must_select_one_per_row(model, inputs):
+    with pytest.raises(ValueError, match="one position per row"):
+        row_positions("all", 4, 10)
+    with pytest.raises(ValueError, match="positions"):
+        steered_probs(model, inputs, HOOK, torch.ones(32), 1.0, 4, positions="middle")
+    with pytest.raises(ValueError, match="vectors for"):
+        steered_probs(model, inputs, HOOK, torch.ones(3, 32), 1.0, 4)
+    assert _no_hooks(model)
+
+
+def test_collect_reads_the_positions_it_is_given(model, proc):
+    toks = proc.sample(50, 10, seed=9)
+    k = torch.as_tensor(np.random.default_rng(0).integers(0, 10, 50))
+    d = collect(model, proc, toks, [HOOK], positions=k)
+    assert torch.equal(d.positions, k)
+    assert np.allclose(d.beliefs, proc.beliefs(toks, initial=True)[np.arange(50), k.numpy()])
+    with torch.no_grad():
+        assert np.allclose(d.probs, token_probs(model(d.inputs)[torch.arange(50), k], 4), atol=1e-6)
+    sub = d.subset(np.arange(50) % 3 == 0)
+    assert len(sub) == 17 and torch.equal(sub.positions, k[::3])
+
+
+# ---- the interventions steering relies on (sfp_nb.interventions) --------------------------------------------
 
 @pytest.mark.parametrize("positions", ["final", "all"])
-@pytest.mark.parametrize("hook", [HOOK, "blocks.0.hook_resid_pre", "ln_final.hook_normalized"])
+@pytest.mark.parametrize("hook", [HOOK, "blocks.0.hook_resid_pre", LN])
 def test_scale_zero_changes_nothing_exactly(model, inputs, hook, positions):
     v = torch.randn(32, generator=torch.Generator().manual_seed(1)) * 100
     with torch.no_grad():
         base = model(inputs)
         with add_vector(model, hook, v, 0.0, positions):
             same = model(inputs)
-    assert torch.equal(base, same)
-    assert _no_hooks(model)
-
-
-def test_nonzero_scale_changes_only_steered_positions(model, inputs):
-    v = torch.randn(32, generator=torch.Generator().manual_seed(2))
-    with torch.no_grad():
-        base = model(inputs)
-        with add_vector(model, HOOK, v, 2.0, "final"):
-            moved = model(inputs)
-        mask = torch.zeros(inputs.shape[1], dtype=torch.bool); mask[3] = True
-        with add_vector(model, HOOK, v, 2.0, mask):
-            at3 = model(inputs)
-    assert torch.equal(base[:, :-1], moved[:, :-1]) and not torch.allclose(base[:, -1], moved[:, -1])
-    # resid_post of the last block feeds only the unembedding at its own position
-    assert torch.equal(base[:, :3], at3[:, :3]) and torch.equal(base[:, 4:], at3[:, 4:]) and not torch.allclose(base[:, 3], at3[:, 3])
+    assert torch.equal(base, same) and _no_hooks(model)
 
 
 @pytest.mark.parametrize("make", [
@@ -69,7 +130,7 @@ def test_nonzero_scale_changes_only_steered_positions(model, inputs):
     lambda m, v: ablate_direction(m, HOOK, v),
     lambda m, v: ablate_and_add(m, HOOK, v, v, 1.0, "all"),
 ])
-def test_hook_removed_after_exception(model, inputs, make):
+def test_hooks_removed_after_an_exception(model, inputs, make):
     v = torch.ones(32)
     with torch.no_grad():
         base = model(inputs)
@@ -77,34 +138,11 @@ def test_hook_removed_after_exception(model, inputs, make):
             with make(model, v):
                 assert not _no_hooks(model)
                 raise ValueError("raised inside the block")
-        assert _no_hooks(model)
-        assert torch.equal(model(inputs), base)
-
-
-def test_hook_removed_when_forward_raises(model):
-    bad = torch.full((2, 10), 99, dtype=torch.long)  # ids beyond d_vocab make the embedding raise
+        assert _no_hooks(model) and torch.equal(model(inputs), base)
+    bad = torch.full((2, 10), 99, dtype=torch.long)  # ids beyond d_vocab make the forward raise
     with pytest.raises(Exception):
         with add_vector(model, HOOK, torch.ones(32), 1.0):
             model(bad)
-    assert _no_hooks(model)
-
-
-def test_ablation_removes_component_and_ablate_add_sets_it(model, inputs):
-    u = torch.randn(32, generator=torch.Generator().manual_seed(3))
-    uh = u / u.norm()
-    with torch.no_grad():
-        with ablate_direction(model, "blocks.0.hook_resid_post", u, "all"):
-            _, c = model.run_with_cache(inputs, names_filter=["blocks.0.hook_resid_post"])
-        assert torch.allclose(c["blocks.0.hook_resid_post"] @ uh, torch.zeros(inputs.shape), atol=1e-4)
-        with ablate_and_add(model, "blocks.0.hook_resid_post", u, 2.5 * uh, 1.0, "all"):
-            _, c = model.run_with_cache(inputs, names_filter=["blocks.0.hook_resid_post"])
-        assert torch.allclose(c["blocks.0.hook_resid_post"] @ uh, torch.full(inputs.shape, 2.5), atol=1e-4)
-
-
-def test_bad_positions_raise(model, inputs):
-    with pytest.raises(ValueError, match="positions"):
-        with add_vector(model, HOOK, torch.ones(32), 1.0, "middle"):
-            model(inputs)
     assert _no_hooks(model)
 
 
@@ -119,10 +157,10 @@ def test_centroids_recover_planted_factor_directions(balance):
     X = torch.tensor(UA[sA] + UB[sB] + 0.2 * rng.normal(size=(n, d)), dtype=torch.float64)
     joint = np.zeros((n, 9)); joint[np.arange(n), sA * 3 + sB] = 1.0
     for factor, U in ((0, UA), (1, UB)):
-        bc = belief_centroids(X, joint, (3, 3), factor=factor, balance=balance, state_names=["S0", "S1", "SR"])
+        bc = belief_centroids(X, joint, (3, 3), factor=factor, balance=balance, state_names=NAMES)
         idx = {name: k for k, name in enumerate(bc.names)}
         for s, t in [("S0", "S1"), ("S1", "SR"), ("SR", "S0")]:
-            want = U["S0 S1 SR".split().index(t)] - U["S0 S1 SR".split().index(s)]
+            want = U[NAMES.index(t)] - U[NAMES.index(s)]
             err = np.linalg.norm(bc.vector(idx[s], idx[t]).numpy() - want) / np.linalg.norm(want)
             # balancing cancels the other factor exactly in expectation; unbalanced only up to sampling noise
             assert err < (0.03 if balance else 0.25), (factor, s, t, err)
@@ -145,6 +183,20 @@ def test_balancing_removes_a_correlated_other_factor():
     assert np.linalg.norm(raw.vector(i0, i1).numpy() - want) > 0.3 * np.linalg.norm(UB[1] - UB[0])
 
 
+def test_balanced_centroid_is_the_frequency_weighted_mean_of_present_cells():
+    """The docstring's definition, by hand, including a class with an empty cell (that cell drops out)."""
+    X = torch.tensor([[0.0], [2.0], [10.0], [4.0], [6.0], [6.0]], dtype=torch.float64)
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    other = np.array([0, 0, 1, 0, 0, 0])  # class 1 has no row with other = 1
+    cents, counts = class_centroids(X, labels, other)
+    w = np.array([5, 1]) / 6  # batch frequency of other = 0, 1
+    assert np.isclose(cents[0, 0].item(), w[0] * 1.0 + w[1] * 10.0)  # cells: mean(0, 2) = 1 and 10
+    assert np.isclose(cents[1, 0].item(), 16 / 3)  # only cell (1, 0) present: its plain mean
+    assert counts.tolist() == [3, 3]
+    plain, _ = class_centroids(X, labels)
+    assert np.allclose(plain[:, 0].numpy(), [4.0, 16 / 3])
+
+
 def test_diff_in_means_projection_and_random_control():
     a, b = torch.tensor([[1.0, 2.0], [3.0, 4.0]]), torch.tensor([[0.0, 0.0]])
     assert torch.allclose(diff_in_means(a, b), torch.tensor([2.0, 3.0]))
@@ -163,14 +215,48 @@ def test_logit_contrasts_are_an_orthonormal_split():
         Q = np.concatenate([c[k] for k in c])
         X = int(np.prod(shape))
         assert Q.shape == (X - 1, X) and np.allclose(Q @ Q.T, np.eye(X - 1)) and np.allclose(Q.sum(1), 0)
-        # on a product distribution, adding a main effect of factor 0 to the logits moves factor 0's marginal only
-        rng = np.random.default_rng(0)
-        logits = sum(rng.normal(size=k).reshape([k if g == f else 1 for g in range(len(shape))]) for f, k in enumerate(shape))
-        p = np.exp(logits - logits.max()).ravel(); p /= p.sum()
-        q = p * np.exp(2.0 * c["main0"][0]); q /= q.sum()
-        pm, qm = factor_marginals(p, shape), factor_marginals(q, shape)
-        assert not np.allclose(pm[0], qm[0])
-        for g in range(1, len(shape)): assert np.allclose(pm[g], qm[g], atol=1e-12)
+
+
+def _softmax(l):
+    p = np.exp(l - l.max())
+    return p / p.sum()
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.floats(-3, 3), min_size=6, max_size=6), st.floats(0.5, 3.0), st.floats(-3, 3).filter(lambda x: abs(x) > 0.5))
+def test_main_effect_edit_moves_the_other_marginal_only_through_an_interaction(params, gamma, step):
+    """l_ab = alpha_a + beta_b (+ gamma * interaction): an edit along A's main effect, orthogonal to B's main effect
+    and to the interaction, leaves B's marginal exactly unchanged on a product joint and moves it on a non-product one."""
+    shape = (2, 3)
+    c = logit_contrasts(shape)
+    product = np.add.outer(params[:2], params[2:5]).ravel()
+    inter = product + gamma * c["interaction"][0]
+    edit = step * c["main0"][0]
+    assert np.allclose(edit @ np.concatenate([c["main1"], c["interaction"]]).T, 0)  # orthogonal to B and interaction
+    mB = lambda l: factor_marginals(_softmax(l), shape)[1]
+    assert np.allclose(mB(product + edit), mB(product), atol=1e-12)
+    assert np.abs(mB(inter + edit) - mB(inter)).max() > 1e-4
+
+
+def test_readout_projection_after_final_ln_fixes_contrasts_not_the_marginal(model, inputs):
+    """After the final LN the logits are affine: projecting off B's main-effect and interaction readout gradients
+    holds those contrasts fixed exactly, yet B's marginal moves (the random model's output has an interaction)."""
+    c = logit_contrasts((2, 2))
+    C = np.concatenate([c["main1"], c["interaction"]])
+    x = inputs[:1]  # one sequence: the mean gradient is that sequence's own
+    G = readout_gradients(model, x, LN, C)
+    v = project(torch.randn(32, generator=torch.Generator().manual_seed(4)) * 3, G, keep=False)
+    base, moved = steered_probs(model, x, LN, v, [0.0, 1.0], 4)
+    lb, lm = np.log(base[0]), np.log(moved[0])
+    assert np.allclose(C @ lm, C @ lb, atol=1e-4)  # B's main effect and the interaction held fixed
+    assert np.abs(c["main0"] @ (lm - lb)).max() > 1e-2  # A's main effect moved
+    assert np.abs(factor_marginals(moved, (2, 2))[1] - factor_marginals(base, (2, 2))[1]).max() > 1e-3
+    # to first order, projecting off the gradient of B's marginal itself does hold the marginal
+    M = marginal_gradients(model, x, LN, (2, 2), 1)
+    r = torch.randn(32, generator=torch.Generator().manual_seed(5)) * 1e-2
+    raw, off = (steered_probs(model, x, LN, w, 1.0, 4) for w in (r, project(r, M, keep=False)))
+    dB = lambda p: np.abs(factor_marginals(p, (2, 2))[1] - factor_marginals(base, (2, 2))[1]).max()
+    assert dB(off) < 0.05 * dB(raw)
 
 
 # ---- metrics -------------------------------------------------------------------------------------------------
@@ -185,6 +271,16 @@ def test_kl_matches_hand_computed_values():
     assert batch.shape == (2,) and np.isclose(batch[1], np.log(2.0))
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.floats(0, 1), min_size=3, max_size=3), st.lists(st.floats(0, 1), min_size=3, max_size=3))
+def test_bounded_measures_are_bounded_and_symmetric(a, b):
+    p, q = np.asarray(a) + 1e-9, np.asarray(b) + 1e-9
+    p, q = p / p.sum(), q / q.sum()
+    assert 0 <= tv(p, q) <= 1 + 1e-12 and np.isclose(tv(p, q), tv(q, p))
+    assert -1e-12 <= js(p, q) <= np.log(2) + 1e-12 and np.isclose(js(p, q), js(q, p))
+    assert js(p, q) <= np.log(2) * tv(p, q) + 1e-12  # JS <= ln 2 * TV
+
+
 def test_steering_metrics_by_hand():
     # joint tokens (vA, vB) row-major: 00, 01, 10, 11
     orig = np.array([[0.25, 0.25, 0.25, 0.25]])
@@ -192,10 +288,19 @@ def test_steering_metrics_by_hand():
     m = steering_metrics(steered, orig, steered, orig, (2, 2), factor=0)
     want = 0.1 * np.log(0.1 / 0.5) + 0.9 * np.log(0.9 / 0.5)
     assert np.isclose(m["kl_steered_factor"], want) and np.isclose(m["kl_other_factor"], 0.0, atol=1e-15)
+    assert np.isclose(m["tv_steered_factor"], 0.4) and np.isclose(m["js_other_factor"], 0.0, atol=1e-15)
     assert np.isclose(m["kl_target_steered"], 0.0) and np.isclose(m["kl_steered_original"], want)
-    assert np.isclose(m["kl_bayes_steered"], kl(orig, steered)[0])
-    m1 = steering_metrics(steered, orig, steered, orig, (2, 2), factor=1)  # same numbers, roles of the factors swapped
-    assert np.isclose(m1["kl_other_factor"], want) and np.isclose(m1["kl_steered_factor"], 0.0, atol=1e-15)
+    assert np.isclose(m["kl_bayes_steered"], kl(orig, steered)[0]) and np.isclose(m["tv_bayes_factor"], 0.4)
+    m1 = steering_metrics(steered, orig, steered, orig, (2, 2), factor=1)  # roles of the factors swapped
+    assert np.isclose(m1["kl_other_factor"], want) and np.isclose(m1["tv_other_factor"], 0.4)
+
+
+def test_residual_mass_inflates_kl_but_not_tv():
+    """Lifting a 1e-6 probability to 1e-2 in the other factor: KL spillover ~ 0.08 nats, TV only 0.01."""
+    orig = np.array([[0.5 * (1 - 1e-6), 0.5 * 1e-6, 0.5 * (1 - 1e-6), 0.5 * 1e-6]])
+    steered = np.array([[0.495, 0.005, 0.495, 0.005]])
+    m = steering_metrics(steered, orig, steered, steered, (2, 2), factor=0)
+    assert np.isclose(m["tv_other_factor"], 0.01 - 1e-6) and m["kl_other_factor"] > 7 * m["tv_other_factor"]
 
 
 def test_swap_factor_keeps_the_other_factor():
@@ -222,8 +327,7 @@ def test_forbidden_mass_is_zero_for_the_bayes_optimal_predictor():
             assert np.allclose(class_mass(exact[rows], allowed_tokens(sfp, idx)), 1.0)
             checked += 1
     assert checked == 4
-    # and a predictor that ignores the sector does put mass on forbidden tokens
-    uniform = np.full((1, 4), 0.25)
+    uniform = np.full((1, 4), 0.25)  # a predictor that ignores the sector puts mass on forbidden tokens
     assert forbidden_mass(uniform, allowed_tokens(sfp, sfp.sectors[0]))[0] == pytest.approx(0.75)
 
 
@@ -231,32 +335,65 @@ def test_forbidden_mass_is_zero_for_the_bayes_optimal_predictor():
 
 def test_sweep_table_shape_and_scale_zero(model, proc):
     data = collect(model, proc, proc.sample(600, 10, seed=4), [HOOK])
-    cents = belief_centroids(data.acts[HOOK], data.beliefs, proc.state_shape, 1, state_names=["S0", "S1", "SR"])
+    cents = belief_centroids(data.acts[HOOK], data.beliefs, proc.state_shape, 1, state_names=NAMES)
     df = steering_sweep(model, proc, data, HOOK, cents, scales=(0.0, 1.0))
     assert len(df) == 12 and set(df.factor) == {1}
-    assert set(zip(df.source, df.target)) == {(s, t) for s in ("S0", "S1", "SR") for t in ("S0", "S1", "SR") if s != t}
+    assert set(zip(df.source, df.target)) == {(s, t) for s in NAMES for t in NAMES if s != t}
     z = df[df.scale == 0.0]
-    assert (z.kl_steered_factor == 0).all() and (z.kl_other_factor == 0).all()
+    assert (z.kl_steered_factor == 0).all() and (z.kl_other_factor == 0).all() and (z.tv_other_factor == 0).all()
     s = summarize(df)
     assert list(s.scale) == [0.0, 1.0] and s.kl_steered_factor.iloc[1] > 0
+    assert np.isclose(s.specificity_tv.iloc[1], df[df.scale == 1].tv_steered_factor.mean() / df[df.scale == 1].tv_other_factor.mean())
 
 
-def test_batched_scales_match_one_scale_at_a_time(model, proc):
-    from sfp_nb.steering import steered_probs
-    inputs = model_inputs(proc.sample(30, 10, seed=5), proc)
-    v = torch.randn(32, generator=torch.Generator().manual_seed(6))
-    many = steered_probs(model, inputs, HOOK, v, [0.0, 0.7, 2.0], proc.vocab_size, batch_size=16)
-    assert many.shape == (3, 30, 4)
-    for k, a in enumerate([0.0, 0.7, 2.0]):
-        assert np.allclose(many[k], steered_probs(model, inputs, HOOK, v, a, proc.vocab_size), atol=1e-6)
-    allpos = steered_probs(model, inputs, "blocks.0.hook_resid_post", v, [0.0, 1.0], proc.vocab_size, positions="all")
-    assert allpos.shape == (3 - 1, 30, 4) and not np.allclose(allpos[0], allpos[1])
+def test_conditional_sweep_uses_each_rows_cell_vector(model, proc):
+    """The conditional sweep's numbers equal a hand computation that adds c(t, b) - c(s, b) to each row in cell b."""
+    data = collect(model, proc, proc.sample(800, 10, seed=7), [HOOK])
+    c = belief_centroids(data.acts[HOOK], data.beliefs, proc.state_shape, 0, state_names=NAMES)
+    cond = steering_sweep(model, proc, data, HOOK, c, scales=(1.0,), conditional=True)
+    s, t = c.names.index("S0"), c.names.index("S1")
+    row = cond[(cond.source == "S0") & (cond.target == "S1")].iloc[0]
+    marg = factor_beliefs(data.beliefs, proc.state_shape)
+    rows = np.flatnonzero(np.isclose(marg[0][:, 0], 1))  # factor A in S0
+    b = np.array([np.flatnonzero((np.abs(c.other_reps - np.round(m, 6)) < 5e-7).all(1))[0] for m in marg[1][rows]])
+    V = torch.stack([c.cells[t, bi] - c.cells[s, bi] for bi in b])
+    # rows whose target cell (A in S1, same B class) exists in the batch
+    has_target = np.array([((c.labels == t) & (c.other == bi)).any() for bi in b]) & torch.isfinite(V).all(1).numpy()
+    keep = rows[has_target]
+    p = steered_probs(model, data.inputs[keep], HOOK, V[has_target], 1.0, 4, data.positions[keep])
+    mA, mA0 = factor_marginals(p, (2, 2))[0], factor_marginals(data.probs[keep], (2, 2))[0]
+    assert row.n_used == len(keep)
+    assert np.isclose(row.kl_steered_factor, kl(mA, mA0).mean(), rtol=1e-6)
+    assert np.isclose(row.vector_norm, V[has_target].norm(dim=1).mean().item(), rtol=1e-5)
+    # the pooled vector gives other numbers: the cells differ from their average on this model
+    plain = steering_sweep(model, proc, data, HOOK, c, scales=(1.0,), pairs=[(s, t)])
+    assert not np.isclose(plain.kl_steered_factor.iloc[0], row.kl_steered_factor, rtol=1e-3)
 
 
-def test_conditional_sweep_uses_cell_vectors(model, proc):
-    data = collect(model, proc, proc.sample(600, 10, seed=7), [HOOK])
-    cents = belief_centroids(data.acts[HOOK], data.beliefs, proc.state_shape, 0, state_names=["S0", "S1", "SR"])
-    plain = steering_sweep(model, proc, data, HOOK, cents, scales=(1.0,))
-    cond = steering_sweep(model, proc, data, HOOK, cents, scales=(1.0,), conditional=True)
-    assert len(plain) == len(cond) == 6
-    assert not np.allclose(plain.kl_other_factor, cond.kl_other_factor)  # different vectors, different spillover
+# ---- experiment configs --------------------------------------------------------------------------------------
+
+def test_config_bad_input():
+    tiny = default_config("z1r_x_z1r", steps=5, d_model=16, d_mlp=32)
+    with pytest.raises(ValueError, match="vector must be one of"):
+        SteeringConfig(tiny, vector="sideways")
+    with pytest.raises(ValueError, match="n_sequences"):
+        SteeringConfig(tiny, n_sequences=0)
+    with pytest.raises(ValueError, match="steered factor's block"):
+        PartitionConfig(tiny, routes=(Route(0, "V00", "V11"),))
+    with pytest.raises(ValueError, match="sector name"):
+        sector_blocks("P10", 2)
+    cfg = SteeringConfig(tiny, scales=[0, 1])
+    assert cfg.scales == (0.0, 1.0) and SteeringConfig(**json.loads(to_json(dataclasses.asdict(cfg)))) == cfg
+    pc = PartitionConfig(tiny)
+    assert PartitionConfig(**json.loads(to_json(dataclasses.asdict(pc)))) == pc
+
+
+def test_experiment_is_deterministic_and_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("SFP_ARTIFACTS", str(tmp_path))
+    from sfp_nb.experiments import record_path, run_experiment
+    cfg = SteeringConfig(default_config("z1r_x_z1r", steps=20, d_model=16, d_mlp=32, seed=3), n_sequences=200,
+                         scales=(0.0, 1.0), factors=(0,))
+    first = run_experiment(steering_experiment, cfg)
+    assert record_path(steering_experiment, cfg).exists()
+    again = run_experiment(steering_experiment, cfg, recompute=True)
+    assert first["pairs"] == again["pairs"] and {r["factor"] for r in first["pairs"]} == {0}
