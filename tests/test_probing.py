@@ -2,9 +2,10 @@
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
-from sfp_nb.probing import (ProbeConfig, angle_null, fit_probe, hook_label, principal_angles, probe_model,
-                            probe_targets, probe_world, r2_score, random_subspace_angles, resid_hooks,
-                            residual_features, rmse, whitened_angles, whitening)
+from sfp_nb.probing import (ProbeConfig, angle_null, best_function_r2, fit_probe, group_means, hook_label,
+                            principal_angles, probe_model, probe_targets, probe_world, r2_score,
+                            random_subspace_angles, resid_hooks, residual_features, rmse, seed_summary,
+                            whitened_angles, whitening)
 from sfp_nb.processes import make_process
 from sfp_nb.training import TrainConfig, build_model, default_config, model_inputs
 
@@ -139,4 +140,27 @@ def test_probe_world_is_deterministic_and_complete(tmp_path, monkeypatch):
     assert set(a["r2"]) == {"L0_pre", "L1_pre", "L1_post", "concat"}
     m = ProbeConfig(default_config("mess3", steps=5), n_train=60, n_test=30)
     rec = probe_world(m)
-    assert "angles" not in rec and rec["ceiling_r2"]["joint"] == pytest.approx(1.0, abs=1e-9)  # Mess3: E invertible
+    assert "angles" not in rec                                   # one factor: no angles
+    assert all(v == pytest.approx(1.0, abs=1e-9) for v in rec["ceiling_r2"]["joint"].values())  # Mess3: E invertible
+
+
+def test_best_function_of_a_key():
+    rng = np.random.default_rng(5)
+    key = rng.integers(0, 3, size=(600, 1))
+    y = np.concatenate([key == 0, key == 1, key == 2], 1).astype(float)    # a function of the key
+    assert best_function_r2(key, y) == pytest.approx(1.0)
+    noise = rng.normal(size=(600, 2))
+    g = group_means(key, noise)
+    for k in range(3):                                                    # each row gets its group's mean
+        assert np.allclose(g[key[:, 0] == k], noise[key[:, 0] == k].mean(0))
+    assert best_function_r2(np.zeros((600, 1)), noise) == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="rows"):
+        group_means(key, noise[:10])
+
+
+def test_seed_summary():
+    s = seed_summary([{"a": 1.0, "b": [10.0, 20.0]}, {"a": 3.0, "b": [30.0, 40.0]}, {"a": 2.0, "b": [20.0, 30.0]}])
+    assert s["a"]["mean"] == 2.0 and s["a"]["seeds"] == 3 and s["a"]["ci_low"] < 1.0
+    assert s["b"]["theta1"]["mean"] == 20.0 and s["b"]["theta2"]["mean"] == 30.0
+    with pytest.raises(ValueError, match="keys"):
+        seed_summary([{"a": 1.0}, {"b": 1.0}])
