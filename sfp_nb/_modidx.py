@@ -93,6 +93,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
             'sfp_nb.plots': { 'sfp_nb.plots._err': ('plots.html#_err', 'sfp_nb/plots.py'),
                               'sfp_nb.plots.belief_colours': ('plots.html#belief_colours', 'sfp_nb/plots.py'),
                               'sfp_nb.plots.figure': ('plots.html#figure', 'sfp_nb/plots.py'),
+                              'sfp_nb.plots.format_ci': ('plots.html#format_ci', 'sfp_nb/plots.py'),
                               'sfp_nb.plots.pca_plane': ('plots.html#pca_plane', 'sfp_nb/plots.py'),
                               'sfp_nb.plots.plot_angles_vs_null': ('plots.html#plot_angles_vs_null', 'sfp_nb/plots.py'),
                               'sfp_nb.plots.plot_belief_geometry': ('plots.html#plot_belief_geometry', 'sfp_nb/plots.py'),

@@ -15,7 +15,7 @@ from .ghmm import GHMM
 # %% auto #0
 __all__ = ['PALETTE', 'DPI', 'figure', 'to_simplex', 'plot_simplex', 'plot_msp', 'plot_factor_beliefs', 'plot_sector_posterior',
            'plot_belief_geometry', 'plot_training', 'plot_kl_vs_scale', 'plot_marginal_paths', 'plot_transfer',
-           'plot_ci_bars', 'plot_r2_by_hook', 'plot_angles_vs_null', 'pca_plane', 'belief_colours',
+           'plot_ci_bars', 'plot_r2_by_hook', 'format_ci', 'plot_angles_vs_null', 'pca_plane', 'belief_colours',
            'plot_belief_readouts']
 
 # %% ../nbs/03a_plots.ipynb #f9c5010f
@@ -164,55 +164,72 @@ def plot_ci_bars(values: dict[str, dict],  # label -> a `mean_ci` dict
     if ax is None: ax = figure(1, 4.6, 0.4 * len(values) + 1)[1][0]
     labels, cis = list(values), list(values.values())
     y = np.arange(len(labels))[::-1]
+    colors = colors or [PALETTE[i % len(PALETTE)] for i in range(len(labels))]
     ax.barh(y, [c["mean"] for c in cis], xerr=_err(cis), capsize=3, height=0.6,
-            color=colors or [PALETTE[i % len(PALETTE)] for i in range(len(labels))])
+            color=colors)
     ax.set_yticks(y, labels, fontsize=9); ax.set_xlabel(xlabel)
     if title: ax.set_title(title, fontsize=10)
     return ax
 
-def plot_r2_by_hook(r2: dict[str, dict[str, dict]],  # hook label -> target -> a `mean_ci` dict
-                    targets: list[str], ax=None, title=None):
-    "Held-out R^2 (mean and 95% interval over seeds) against the hook, one line per target."
+def plot_r2_by_hook(r2: dict[str, dict[str, dict]],  # hook -> target -> a `mean_ci` dict
+                    targets: dict[str, str],  # target -> legend label (fixes the colours)
+                    ax=None, title=None):
+    "Held-out R^2 (mean and 95% interval over seeds) against the hook, a line per target."
     if ax is None: ax = figure(1, 4.2, 3.2)[1][0]
     hooks = list(r2)
-    for i, t in enumerate(targets):
+    for i, (t, label) in enumerate(targets.items()):
+        if t not in r2[hooks[0]]: continue
         cis = [r2[h][t] for h in hooks]
-        ax.errorbar(range(len(hooks)), [c["mean"] for c in cis], yerr=_err(cis), fmt="o-", ms=4,
-                    capsize=3, color=PALETTE[i % len(PALETTE)], label=t)
+        ax.errorbar(range(len(hooks)), [c["mean"] for c in cis], yerr=_err(cis), fmt="o-",
+                    ms=4, capsize=3, color=PALETTE[i % len(PALETTE)], label=label)
     ax.set_xticks(range(len(hooks)), hooks, fontsize=8)
     ax.set_ylabel("held-out $R^2$"); ax.set_ylim(min(0, ax.get_ylim()[0]), 1.02)
     if title: ax.set_title(title, fontsize=10)
     return ax
 
+def format_ci(ci: dict, digits: int = 2, low: float = -np.inf,
+              high: float = np.inf) -> str:
+    "A `mean_ci` dict as 'mean (low to high)' in `digits` significant figures, clipped."
+    f = lambda x: f"{float(np.clip(x, low, high)):.{digits}g}"
+    if ci.get("seeds", 1) < 2 or not np.isfinite(ci["ci_low"]): return f(ci["mean"])
+    return f"{f(ci['mean'])} ({f(ci['ci_low'])} to {f(ci['ci_high'])})"
+
 # %% ../nbs/03a_plots.ipynb #f0c7a385
-def plot_angles_vs_null(angles: dict[str, dict],  # hook label -> {raw, whitened, beliefs, null_low, null_high}
+def plot_angles_vs_null(angles: dict[str, dict],  # hook -> key -> a `mean_ci` dict
                         ax=None, title=None):
-    "Smallest raw and whitened angle per hook (with intervals), the null's 5-95% band, the beliefs' angle."
+    "Smallest raw and whitened angle per hook, the null's 5-95% band, the beliefs' angle."
+    # keys: raw, whitened, beliefs (smallest angles), null_low, null_high (percentiles)
     if ax is None: ax = figure(1, 4.2, 3.2)[1][0]
     hooks = list(angles)
     x = np.arange(len(hooks))
     low, high = ([angles[h][k]["mean"] for h in hooks] for k in ("null_low", "null_high"))
-    ax.bar(x, np.subtract(high, low), bottom=low, width=0.5, color="0.85", label="random subspaces (5-95%)")
-    for i, (k, name, fmt) in enumerate([("raw", "raw coordinates", "s--"), ("whitened", "whitened", "o-")]):
+    ax.bar(x, np.subtract(high, low), bottom=low, width=0.5, color="0.85",
+           label="random subspaces (5-95%)")
+    for i, (k, fmt) in enumerate([("raw", "s--"), ("whitened", "o-")]):
         cis = [angles[h][k] for h in hooks]
         ax.errorbar(x, [c["mean"] for c in cis], yerr=_err(cis), fmt=fmt, ms=4, capsize=3,
-                    color=PALETTE[i], label=name)
-    ax.plot(x, [angles[h]["beliefs"]["mean"] for h in hooks], "k:", lw=1.2, label="true beliefs")
-    ax.set_xticks(x, hooks, fontsize=8); ax.set_ylim(0, 92); ax.set_yticks(range(0, 91, 15))
+                    color=PALETTE[i], label=k)
+    beliefs = [angles[h]["beliefs"]["mean"] for h in hooks]
+    ax.plot(x, beliefs, "k:", lw=1.2, label="true beliefs")
+    ax.set_xticks(x, hooks, fontsize=8)
+    ax.set_ylim(0, 92); ax.set_yticks(range(0, 91, 15))
     ax.set_ylabel("smallest principal angle (deg)")
     if title: ax.set_title(title, fontsize=10)
     return ax
 
 # %% ../nbs/03a_plots.ipynb #5e9b7d13
-def pca_plane(Y: Float[ndarray, "n k"]) -> tuple[Float[ndarray, "k"], Float[ndarray, "k 2"]]:
+def pca_plane(Y: Float[ndarray, "n k"]
+              ) -> tuple[Float[ndarray, "k"], Float[ndarray, "k 2"]]:
     "The mean and the top-2 principal directions of the rows of `Y`."
     Y = np.asarray(Y, dtype=float)
     mean = Y.mean(0)
     _, _, Vt = np.linalg.svd(Y - mean, full_matrices=False)
     return mean, Vt[:2].T
 
-def belief_colours(beliefs: Float[ndarray, "n k"], reference=None) -> Float[ndarray, "n 3"]:
-    "RGB colours of beliefs: the belief itself for 3 states, else its place in `reference`'s PCA plane."
+def belief_colours(beliefs: Float[ndarray, "n k"],
+                   reference=None  # beliefs that fix the plane (default: `beliefs`)
+                   ) -> Float[ndarray, "n 3"]:
+    "RGB colours: the belief itself for 3 states, else its place in a PCA plane."
     beliefs = np.asarray(beliefs, dtype=float)
     if beliefs.shape[1] == 3: return np.clip(beliefs, 0, 1)
     ref = beliefs if reference is None else np.asarray(reference, dtype=float)
@@ -221,26 +238,29 @@ def belief_colours(beliefs: Float[ndarray, "n k"], reference=None) -> Float[ndar
     uv = ((beliefs - mean) @ V - lo) / span
     return np.clip(np.stack([uv[:, 0], 0.8 * uv[:, 1], 1 - uv[:, 0]], 1), 0, 1)
 
-def plot_belief_readouts(true: Float[ndarray, "n k"],  # exact beliefs at the probed positions
-                         readouts: dict[str, Float[ndarray, "n k"]],  # panel title -> probe output
-                         msp=None,  # the process's `MixedStates` for the first panel (else `true`)
+def plot_belief_readouts(true: Float[ndarray, "n k"],  # exact beliefs at probed positions
+                         readouts: dict[str, Float[ndarray, "n k"]],  # title -> readout
+                         msp=None,  # `MixedStates` for the first panel (else `true`)
                          axes=None, labels=None, exact_title="exact beliefs"):
-    "The exact belief states and each probe's reading of the activations, coloured by the true belief."
+    "The exact belief states and each probe's readout, coloured by the true belief."
     if axes is None: axes = figure(1 + len(readouts), 2.8, 2.8)[1]
     true = np.asarray(true, dtype=float)
     k = true.shape[1]
-    ref = (msp.beliefs, 2 + 60 * np.sqrt(msp.prob)) if msp is not None else (true, np.full(len(true), 6.0))
+    if msp is None: ref = (true, np.full(len(true), 6.0))
+    else: ref = (msp.beliefs, 2 + 60 * np.sqrt(msp.prob))
     plane = None if k == 3 else pca_plane(true)
     panels = [(exact_title, ref[0], belief_colours(ref[0], true), ref[1])]
     panels += [(t, np.asarray(r), belief_colours(true), 3) for t, r in readouts.items()]
     for ax, (title, pts, colour, size) in zip(axes, panels):
-        if k == 3: plot_simplex(pts, color=colour, ax=ax, size=size, title=title, labels=labels or ("0", "1", "2"))
-        else:
-            uv = (pts - plane[0]) @ plane[1]
-            ax.scatter(uv[:, 0], uv[:, 1], c=colour, s=size, lw=0)
-            ax.set_title(title, fontsize=10); ax.set_xticks([]); ax.set_yticks([])
-            ax.set_xlabel("PC 1", fontsize=8); ax.set_ylabel("PC 2", fontsize=8)
+        if k == 3:
+            plot_simplex(pts, color=colour, ax=ax, size=size, title=title,
+                         labels=labels or ("0", "1", "2"))
+            continue
+        uv = (pts - plane[0]) @ plane[1]
+        ax.scatter(uv[:, 0], uv[:, 1], c=colour, s=size, lw=0)
+        ax.set_title(title, fontsize=10); ax.set_xticks([]); ax.set_yticks([])
+        ax.set_xlabel("PC 1", fontsize=8); ax.set_ylabel("PC 2", fontsize=8)
     if k != 3:  # one scale for every panel: that of the exact beliefs
-        lims = [axes[0].get_xlim(), axes[0].get_ylim()]
-        for ax in axes[1:]: ax.set_xlim(*lims[0]); ax.set_ylim(*lims[1])
+        for ax in axes[1:]:
+            ax.set_xlim(*axes[0].get_xlim()); ax.set_ylim(*axes[0].get_ylim())
     return axes

@@ -30,18 +30,20 @@ def resid_hooks(n_layers: int) -> list[str]:
     return pre + [f"blocks.{n_layers - 1}.hook_resid_post"]
 
 def hook_label(hook: str) -> str:
-    "A short name for a residual hook that can key a results dict: `blocks.1.hook_resid_pre` -> `L1_pre`."
+    "A results-dict key for a hook: `blocks.1.hook_resid_pre` -> `L1_pre`."
     return hook.replace("blocks.", "L").replace(".hook_resid_", "_")
 
 def residual_features(model, process: GHMM, tokens: Int[ndarray, "batch pos"],
                       hooks: list[str] | None = None,  # default: `resid_hooks(n_layers)`
-                      concat: bool = True  # also return all hooks side by side as `concat`
+                      concat: bool = True  # also return the hooks side by side (`concat`)
                       ) -> dict[str, Float[ndarray, "batch pos d"]]:
     "Float64 activations at each hook (and `concat`) at every model position of `tokens`."
     hooks = resid_hooks(model.cfg.n_layers) if hooks is None else list(hooks)
-    _, acts = collect_activations(model, model_inputs(tokens, process), hooks, dtype=torch.float64)
+    inputs = model_inputs(tokens, process)
+    _, acts = collect_activations(model, inputs, hooks, dtype=torch.float64)
     out = {h: a.numpy() for h, a in acts.items()}
-    if concat and len(hooks) > 1: out["concat"] = np.concatenate([out[h] for h in hooks], -1)
+    if concat and len(hooks) > 1:
+        out["concat"] = np.concatenate([out[h] for h in hooks], -1)
     return out
 
 # %% ../nbs/05_probing.ipynb #e73c6c5f
@@ -58,7 +60,7 @@ def _rows(a: ndarray) -> ndarray:
     a = np.asarray(a, dtype=float)
     return a[:, None] if a.ndim == 1 else a.reshape(-1, a.shape[-1])
 
-def fit_probe(X: Float[ndarray, "... d"],  # activations; leading axes are flattened into rows
+def fit_probe(X: Float[ndarray, "... d"],  # activations; leading axes flattened into rows
               Y: Float[ndarray, "... k"]  # targets, same leading axes
               ) -> Probe:
     "The affine least-squares probe from `X` to `Y`."
@@ -69,7 +71,7 @@ def fit_probe(X: Float[ndarray, "... d"],  # activations; leading axes are flatt
     return Probe(W, my - mx @ W)
 
 def r2_score(Y: Float[ndarray, "... k"], Y_hat: Float[ndarray, "... k"]) -> float:
-    "Coefficient of determination pooled over all outputs: 1 - SS_res / SS_tot (columns about their means)."
+    "R^2 pooled over all outputs: 1 - SS_res / SS_tot (each column about its mean)."
     Y, Y_hat = _rows(Y), _rows(Y_hat)
     ss_tot = ((Y - Y.mean(0)) ** 2).sum()
     return float(1 - ((Y - Y_hat) ** 2).sum() / ss_tot) if ss_tot > 0 else float("nan")
@@ -92,8 +94,8 @@ def principal_angles(A: Float[ndarray, "d k"], B: Float[ndarray, "d m"],
     return np.sort(np.arccos(np.clip(s, -1.0, 1.0)))
 
 # %% ../nbs/05_probing.ipynb #8c5e1d02
-def whitening(X: Float[ndarray, "... d"],  # activations; leading axes are flattened into rows
-              keep: float = 0.999  # fraction of the variance the kept principal components explain
+def whitening(X: Float[ndarray, "... d"],  # activations; leading axes flattened into rows
+              keep: float = 0.999  # fraction of the variance the kept components explain
               ) -> Float[ndarray, "r d"]:
     "The map Lambda^{1/2} U^T that carries probe weights into whitened PCA coordinates."
     if not 0 < keep <= 1: raise ValueError(f"keep must lie in (0, 1], got {keep}")
@@ -108,34 +110,38 @@ def whitening(X: Float[ndarray, "... d"],  # activations; leading axes are flatt
 def whitened_angles(A: Float[ndarray, "d k"], B: Float[ndarray, "d m"],
                     L: Float[ndarray, "r d"],  # from `whitening(X)`
                     rtol: float = 1e-6) -> Float[ndarray, "q"]:
-    "Principal angles (radians, ascending) between probe weights `A` and `B` in whitened coordinates."
+    "Principal angles (radians, ascending) between probe weights `A` and `B`, whitened."
     return principal_angles(L @ A, L @ B, rtol)
 
 # %% ../nbs/05_probing.ipynb #0a4d6c33
 def random_subspace_angles(dim: int, k_a: int, k_b: int, n: int,
                            seed: int | np.random.Generator = 0) -> Float[ndarray, "n q"]:
-    "Principal angles (radians, ascending) between n pairs of Haar-random k_a- and k_b-dim subspaces of R^dim."
+    "Principal angles (radians, ascending) of n pairs of Haar-random subspaces of R^dim."
     if not (1 <= k_a <= dim and 1 <= k_b <= dim and n >= 1):
-        raise ValueError(f"need 1 <= k_a, k_b <= dim and n >= 1, got dim={dim}, k_a={k_a}, k_b={k_b}, n={n}")
+        raise ValueError(f"need 1 <= k_a, k_b <= dim and n >= 1, "
+                         f"got dim={dim}, k_a={k_a}, k_b={k_b}, n={n}")
     Q, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(n, dim, k_b)))
-    s = np.linalg.svd(Q[:, :k_a, :], compute_uv=False)  # the fixed subspace: the first k_a axes
+    s = np.linalg.svd(Q[:, :k_a, :], compute_uv=False)  # fixed one: the first k_a axes
     return np.sort(np.arccos(np.clip(s, -1.0, 1.0)), axis=-1)
 
 def angle_null(dim: int, k_a: int, k_b: int, n: int = 2000, seed: int = 0,
                q: tuple[float, float] = (5, 95)) -> dict:
-    "Percentiles `q` (degrees) of the smallest angle between random subspaces: {low, high, median}."
+    "Percentiles `q` (degrees) of the smallest random-subspace angle: low, median, high."
     smallest = np.degrees(random_subspace_angles(dim, k_a, k_b, n, seed)[:, 0])
     low, med, high = np.percentile(smallest, [q[0], 50, q[1]])
     return {"low": float(low), "median": float(med), "high": float(high)}
 
 # %% ../nbs/05_probing.ipynb #9394be49
-def probe_targets(process: GHMM, tokens: Int[ndarray, "batch pos"]) -> dict[str, Float[ndarray, "batch pos k"]]:
-    "Targets at each model position: `joint`, `next_token`, `factor_<f>` (product states), `sector` (SFPs)."
+def probe_targets(process: GHMM, tokens: Int[ndarray, "batch pos"]
+                  ) -> dict[str, Float[ndarray, "batch pos k"]]:
+    "Targets at each model position: joint, next_token, factor_<f>, sector (SFPs)."
     joint = process.beliefs(tokens, initial=True)[:, :-1]
     out = {"joint": joint, "next_token": joint @ process.emission}
     if len(process.state_shape) > 1:
-        for f, b in enumerate(factor_beliefs(joint, process.state_shape)): out[f"factor_{f}"] = b
-    if len(process.sectors) > 1: out["sector"] = sector_posterior(joint, process.sectors, process.one)
+        for f, b in enumerate(factor_beliefs(joint, process.state_shape)):
+            out[f"factor_{f}"] = b
+    if len(process.sectors) > 1:
+        out["sector"] = sector_posterior(joint, process.sectors, process.one)
     return out
 
 # %% ../nbs/05_probing.ipynb #ce4a7127
@@ -146,11 +152,13 @@ class ProbeSet:
     features: dict[str, Float[ndarray, "batch pos d"]]
     targets: dict[str, Float[ndarray, "batch pos k"]]
 
-def probe_set(model, process: GHMM, n: int, seq_len: int, seed,  # an int or a list of ints (rng entropy)
+def probe_set(model, process: GHMM, n: int, seq_len: int,
+              seed,  # an int or a list of ints (entropy for numpy's default_rng)
               hooks: list[str] | None = None) -> ProbeSet:
     "Features and targets of `n` fresh sequences of `seq_len` tokens."
     tokens = process.sample(n, seq_len, seed=np.random.default_rng(seed))
-    return ProbeSet(tokens, residual_features(model, process, tokens, hooks), probe_targets(process, tokens))
+    features = residual_features(model, process, tokens, hooks)
+    return ProbeSet(tokens, features, probe_targets(process, tokens))
 
 def _split(p: Probe, sizes: list[int]) -> list[Probe]:
     "A probe onto stacked targets as one probe per block of `sizes` output columns."
@@ -158,7 +166,7 @@ def _split(p: Probe, sizes: list[int]) -> list[Probe]:
     return [Probe(p.W[:, a:b], p.b[a:b]) for a, b in zip(cuts[:-1], cuts[1:])]
 
 def score_probes(train: ProbeSet, test: ProbeSet) -> tuple[dict, dict]:
-    "Held-out R^2 and RMSE (and in-sample R^2) for every (hook, target); returns (scores, probes)."
+    "Held-out R^2, RMSE and in-sample R^2 per (hook, target); returns (scores, probes)."
     names = list(train.targets)
     Y = np.concatenate([_rows(train.targets[n]) for n in names], 1)  # one fit per hook
     scores, probes = {}, {}
@@ -167,13 +175,15 @@ def score_probes(train: ProbeSet, test: ProbeSet) -> tuple[dict, dict]:
         for name, p in zip(names, parts):
             probes[(h, name)], y = p, train.targets[name]
             y_test, y_hat = test.targets[name], p.predict(test.features[h])
-            scores.setdefault(h, {})[name] = {"r2": r2_score(y_test, y_hat), "rmse": rmse(y_test, y_hat),
+            scores.setdefault(h, {})[name] = {"r2": r2_score(y_test, y_hat),
+                                              "rmse": rmse(y_test, y_hat),
                                               "r2_train": r2_score(y, p.predict(X))}
     return scores, probes
 
-def probe_model(model, process: GHMM, seq_len: int, n_train: int = 2000, n_test: int = 1000,
-                seed: int = 0, hooks: list[str] | None = None) -> tuple[dict, dict]:
-    "Probes fitted on `n_train` sequences and scored on `n_test` others; returns (scores, probes)."
+def probe_model(model, process: GHMM, seq_len: int, n_train: int = 2000,
+                n_test: int = 1000, seed: int = 0, hooks: list[str] | None = None
+                ) -> tuple[dict, dict]:
+    "Probes fitted on `n_train` sequences, scored on `n_test` others: (scores, probes)."
     train, test = (probe_set(model, process, n, seq_len, [seed, 7001, split], hooks)
                    for split, n in ((0, n_train), (1, n_test)))
     return score_probes(train, test)
@@ -183,7 +193,7 @@ def group_means(key: Float[ndarray, "... m"],  # what the function may depend on
                 y: Float[ndarray, "... k"],  # the targets, same leading axes
                 decimals: int = 6  # keys equal after rounding count as equal
                 ) -> Float[ndarray, "rows k"]:
-    "For every row, the mean of `y` over the rows sharing its key: the best function of `key` here."
+    "Each row's mean of `y` over the rows sharing its key: the best function of `key`."
     key, y = _rows(key), _rows(y)
     if len(key) != len(y): raise ValueError(f"key has {len(key)} rows, y has {len(y)}")
     _, group = np.unique(np.round(key, decimals) + 0.0, axis=0, return_inverse=True)
@@ -192,23 +202,26 @@ def group_means(key: Float[ndarray, "... m"],  # what the function may depend on
     np.add.at(sums, group, y)
     return (sums / np.bincount(group)[:, None])[group]
 
-def best_function_r2(key: Float[ndarray, "... m"], y: Float[ndarray, "... k"], decimals: int = 6) -> float:
+def best_function_r2(key: Float[ndarray, "... m"], y: Float[ndarray, "... k"],
+                     decimals: int = 6) -> float:
     "R^2 on these rows of the best function of `key` (its `group_means`)."
     return r2_score(y, group_means(key, y, decimals))
 
 def next_token_ceilings(process: GHMM, tokens: Int[ndarray, "batch pos"],
                         target: Float[ndarray, "batch pos k"]) -> dict[str, float]:
-    "R^2 of `target` from the exact next-token distribution: `affine`, any `function`, and `context` (+ position, token)."
+    "R^2 of `target` from the exact next-token distribution: affine, function, context."
     nxt = probe_targets(process, tokens)["next_token"]
     pos = np.broadcast_to(np.arange(tokens.shape[1]), tokens.shape)
-    ctx = np.concatenate([nxt, pos[..., None], np.asarray(model_inputs(tokens, process))[..., None]], -1)
+    current = np.asarray(model_inputs(tokens, process))  # the token each position reads
+    ctx = np.concatenate([nxt, pos[..., None], current[..., None]], -1)
     return {"affine": r2_score(target, fit_probe(nxt, target).predict(nxt)),
-            "function": best_function_r2(nxt, target), "context": best_function_r2(ctx, target)}
+            "function": best_function_r2(nxt, target),
+            "context": best_function_r2(ctx, target)}
 
 # %% ../nbs/05_probing.ipynb #5b7d9e21
 @dataclass(frozen=True)
 class ProbeConfig:
-    "A trained model of the book and the probe sets it is read with (one seed of an experiment)."
+    "A trained model of the book and the probe sets it is read with (one seed)."
     train: TrainConfig  # the model: `default_config(process, seed=s)`
     n_train: int = 2000  # sequences the probes are fitted on
     n_test: int = 1000  # held-out sequences they are scored on
@@ -220,14 +233,16 @@ class ProbeConfig:
 def shuffled_probe(train: ProbeSet, target: str, seed, hook: str = "concat") -> Probe:
     "A probe fitted to `target` with its rows permuted across sequences (a control)."
     y = train.targets[target]
-    return fit_probe(train.features[hook], y[np.random.default_rng(seed).permutation(len(y))])
+    perm = np.random.default_rng(seed).permutation(len(y))
+    return fit_probe(train.features[hook], y[perm])
 
 def _shuffled_r2(train: ProbeSet, test: ProbeSet, target: str, seed) -> float:
     "R^2 on true test targets of the shuffled probe."
-    return r2_score(test.targets[target], shuffled_probe(train, target, seed).predict(test.features["concat"]))
+    y_hat = shuffled_probe(train, target, seed).predict(test.features["concat"])
+    return r2_score(test.targets[target], y_hat)
 
 def _factor_angles(train: ProbeSet, probes: dict, keep: float, n_null: int, seed) -> dict:
-    "Raw and whitened angles (degrees) between the two factors' probes at each hook, with the null."
+    "Raw and whitened angles (degrees) between factor probes at each hook, and the null."
     ya, yb = (_rows(train.targets[f"factor_{f}"]) for f in (0, 1))
     beliefs = np.degrees(principal_angles(ya - ya.mean(0), yb - yb.mean(0), 1e-6))
     out = {}
@@ -249,7 +264,7 @@ def _sets(model, process: GHMM, cfg: ProbeConfig) -> list[ProbeSet]:
 
 @experiment("probe_world", version=1)
 def probe_world(cfg: ProbeConfig) -> dict:
-    "Train (or load) one model, probe it on fresh sequences, and return scores, controls and angles."
+    "Train (or load) one model, probe it on fresh sequences: scores, controls and angles."
     model, report = train_or_load(cfg.train)
     process = make_process(cfg.train.process)
     train, test = _sets(model, process, cfg)
@@ -257,26 +272,32 @@ def probe_world(cfg: ProbeConfig) -> dict:
     untrained, _ = score_probes(*_sets(build_model(cfg.train), process, cfg))
     beliefs = [t for t in train.targets if t != "next_token"]
     rec = {k: report[k] for k in ("gap", "model_loss", "optimal_loss")}
-    rec["r2"] = {hook_label(h): {t: s["r2"] for t, s in v.items()} for h, v in scores.items()}
+    rec["r2"] = {hook_label(h): {t: s["r2"] for t, s in v.items()}
+                 for h, v in scores.items()}
     rec["untrained_r2"] = {t: s["r2"] for t, s in untrained["concat"].items()}
-    rec["shuffled_r2"] = {t: _shuffled_r2(train, test, t, [cfg.probe_seed, 7002]) for t in beliefs}
-    rec["ceiling_r2"] = {t: next_token_ceilings(process, test.tokens, test.targets[t]) for t in beliefs}
+    rec["shuffled_r2"] = {t: _shuffled_r2(train, test, t, [cfg.probe_seed, 7002])
+                          for t in beliefs}
+    rec["ceiling_r2"] = {t: next_token_ceilings(process, test.tokens, test.targets[t])
+                         for t in beliefs}
     if "factor_1" in train.targets:
-        rec["angles"] = _factor_angles(train, probes, cfg.keep, cfg.n_null, [cfg.probe_seed, 7003])
+        seed = [cfg.probe_seed, 7003]
+        rec["angles"] = _factor_angles(train, probes, cfg.keep, cfg.n_null, seed)
     return rec
 
 # %% ../nbs/05_probing.ipynb #3e8a1f75
 def belief_readouts(cfg: ProbeConfig, target: str = "joint", hook: str = "concat"
-                    ) -> tuple[Float[ndarray, "rows k"], dict[str, Float[ndarray, "rows k"]]]:
-    "Exact `target` at the test positions of `cfg`, and its readouts by the probes and controls."
+                    ) -> tuple[Float[ndarray, "rows k"], dict]:
+    "Exact `target` at the test positions of `cfg`, and what probes and controls read."
     process = make_process(cfg.train.process)
     train, test = _sets(train_or_load(cfg.train)[0], process, cfg)
     u_train, u_test = _sets(build_model(cfg.train), process, cfg)
     y, k = train.targets[target], train.targets[target].shape[-1]
-    out = {"trained": fit_probe(train.features[hook], y).predict(test.features[hook]),
-           "untrained": fit_probe(u_train.features[hook], y).predict(u_test.features[hook]),
-           "shuffled targets": shuffled_probe(train, target, [cfg.probe_seed, 7002], hook).predict(test.features[hook]),
-           "from next token": group_means(test.targets["next_token"], test.targets[target])}
+    shuffled = shuffled_probe(train, target, [cfg.probe_seed, 7002], hook)
+    X, u_X, nxt = test.features[hook], u_test.features[hook], test.targets["next_token"]
+    out = {"trained": fit_probe(train.features[hook], y).predict(X),
+           "untrained": fit_probe(u_train.features[hook], y).predict(u_X),
+           "shuffled targets": shuffled.predict(X),
+           "from next token": group_means(nxt, test.targets[target])}
     return _rows(test.targets[target]), {n: v.reshape(-1, k) for n, v in out.items()}
 
 # %% ../nbs/05_probing.ipynb #2f6e0d83
@@ -284,8 +305,10 @@ def seed_summary(records: list[dict]) -> dict:
     "Records of the same structure (one per seed) as one dict of `mean_ci` summaries."
     first = records[0]
     if isinstance(first, dict):
-        if any(set(r) != set(first) for r in records): raise ValueError("records differ in their keys")
+        if any(set(r) != set(first) for r in records):
+            raise ValueError("records differ in their keys")
         return {k: seed_summary([r[k] for r in records]) for k in first}
     if isinstance(first, (list, tuple)):
-        return {f"theta{i + 1}": seed_summary([r[i] for r in records]) for i in range(len(first))}
+        return {f"theta{i + 1}": seed_summary([r[i] for r in records])
+                for i in range(len(first))}
     return mean_ci(records)
