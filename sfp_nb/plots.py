@@ -187,12 +187,11 @@ def plot_r2_by_hook(r2: dict[str, dict[str, dict]],  # hook -> target -> a `mean
     if title: ax.set_title(title, fontsize=10)
     return ax
 
-def format_ci(ci: dict, digits: int = 2, low: float = -np.inf,
-              high: float = np.inf) -> str:
-    "A `mean_ci` dict as 'mean (low to high)' in `digits` significant figures, clipped."
-    f = lambda x: f"{float(np.clip(x, low, high)):.{digits}g}"
-    if ci.get("seeds", 1) < 2 or not np.isfinite(ci["ci_low"]): return f(ci["mean"])
-    return f"{f(ci['mean'])} ({f(ci['ci_low'])} to {f(ci['ci_high'])})"
+def format_ci(ci: dict, spec: str = ".3g") -> str:
+    "A `mean_ci` dict as 'mean ± half-width of its interval', both in format `spec`."
+    mean = f"{ci['mean']:{spec}}"
+    if ci.get("seeds", 1) < 2 or not np.isfinite(ci["ci_low"]): return mean
+    return f"{mean} ± {(ci['ci_high'] - ci['ci_low']) / 2:{spec}}"
 
 # %% ../nbs/03a_plots.ipynb #f0c7a385
 def plot_angles_vs_null(angles: dict[str, dict],  # hook -> key -> a `mean_ci` dict
