@@ -92,6 +92,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                       'sfp_nb.interventions.upto': ('interventions.html#upto', 'sfp_nb/interventions.py')},
             'sfp_nb.plots': { 'sfp_nb.plots._err': ('plots.html#_err', 'sfp_nb/plots.py'),
                               'sfp_nb.plots.belief_colours': ('plots.html#belief_colours', 'sfp_nb/plots.py'),
+                              'sfp_nb.plots.book_table': ('plots.html#book_table', 'sfp_nb/plots.py'),
                               'sfp_nb.plots.figure': ('plots.html#figure', 'sfp_nb/plots.py'),
                               'sfp_nb.plots.format_ci': ('plots.html#format_ci', 'sfp_nb/plots.py'),
                               'sfp_nb.plots.pca_plane': ('plots.html#pca_plane', 'sfp_nb/plots.py'),

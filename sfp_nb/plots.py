@@ -15,8 +15,8 @@ from .ghmm import GHMM
 # %% auto #0
 __all__ = ['PALETTE', 'DPI', 'figure', 'to_simplex', 'plot_simplex', 'plot_msp', 'plot_factor_beliefs', 'plot_sector_posterior',
            'plot_belief_geometry', 'plot_training', 'plot_kl_vs_scale', 'plot_marginal_paths', 'plot_transfer',
-           'plot_ci_bars', 'plot_r2_by_hook', 'format_ci', 'plot_angles_vs_null', 'pca_plane', 'belief_colours',
-           'plot_belief_readouts']
+           'plot_ci_bars', 'plot_r2_by_hook', 'book_table', 'format_ci', 'plot_angles_vs_null', 'pca_plane',
+           'belief_colours', 'plot_belief_readouts']
 
 # %% ../nbs/03a_plots.ipynb #f9c5010f
 PALETTE = sns.color_palette("colorblind")
@@ -186,6 +186,11 @@ def plot_r2_by_hook(r2: dict[str, dict[str, dict]],  # hook -> target -> a `mean
     ax.set_ylabel("held-out $R^2$"); ax.set_ylim(min(0, ax.get_ylim()[0]), 1.02)
     if title: ax.set_title(title, fontsize=10)
     return ax
+
+def book_table(df, caption: str):
+    "A results table as the book shows it: no index, a caption, padded cells."
+    cells = [{"selector": "td, th", "props": "padding: 0.1em 0.7em;"}]
+    return df.style.hide(axis="index").set_caption(caption).set_table_styles(cells)
 
 def format_ci(ci: dict, spec: str = ".3g") -> str:
     "A `mean_ci` dict as 'mean ± half-width of its interval', both in format `spec`."
