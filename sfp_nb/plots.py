@@ -15,7 +15,8 @@ from .ghmm import GHMM
 # %% auto #0
 __all__ = ['PALETTE', 'DPI', 'MEASURE_NAMES', 'figure', 'to_simplex', 'plot_simplex', 'plot_msp', 'plot_factor_beliefs',
            'plot_sector_posterior', 'plot_belief_geometry', 'plot_training', 'plot_kl_vs_scale', 'plot_marginal_paths',
-           'plot_specificity_scatter', 'plot_transfer']
+           'plot_specificity_scatter', 'plot_transfer', 'plot_ci_bars', 'plot_r2_by_hook', 'book_table', 'format_ci',
+           'plot_angles_vs_null', 'pca_plane', 'belief_colours', 'plot_belief_readouts']
 
 # %% ../nbs/03a_plots.ipynb #f9c5010f
 PALETTE = sns.color_palette("colorblind")
@@ -178,3 +179,121 @@ def plot_transfer(process: GHMM, names=None):
         ax.set_title(f"T({x})" if names is None else f"T({names[x]})", fontsize=9); ax.set_xticks([]); ax.set_yticks([])
     fig.tight_layout()
     return fig
+
+# %% ../nbs/03a_plots.ipynb #c41d9e27
+def _err(cis: list[dict]) -> ndarray:
+    "Error-bar lengths (2, n) below and above each mean; 0 where there is no interval."
+    m = np.array([c["mean"] for c in cis])
+    lo, hi = (np.array([c[k] for c in cis], dtype=float) for k in ("ci_low", "ci_high"))
+    return np.nan_to_num(np.stack([m - lo, hi - m]), nan=0.0)
+
+def plot_ci_bars(values: dict[str, dict],  # label -> a `mean_ci` dict
+                 ax=None, title=None, xlabel="held-out $R^2$", colors=None):
+    "Horizontal bars of means with their 95% intervals, top to bottom in the order given."
+    if ax is None: ax = figure(1, 4.6, 0.4 * len(values) + 1)[1][0]
+    labels, cis = list(values), list(values.values())
+    y = np.arange(len(labels))[::-1]
+    colors = colors or [PALETTE[i % len(PALETTE)] for i in range(len(labels))]
+    ax.barh(y, [c["mean"] for c in cis], xerr=_err(cis), capsize=3, height=0.6,
+            color=colors)
+    ax.set_yticks(y, labels, fontsize=9); ax.set_xlabel(xlabel)
+    if title: ax.set_title(title, fontsize=10)
+    return ax
+
+def plot_r2_by_hook(r2: dict[str, dict[str, dict]],  # hook -> target -> a `mean_ci` dict
+                    targets: dict[str, str],  # target -> legend label (fixes the colours)
+                    ax=None, title=None):
+    "Held-out R^2 (mean and 95% interval over seeds) against the hook, a line per target."
+    if ax is None: ax = figure(1, 4.2, 3.2)[1][0]
+    hooks = list(r2)
+    for i, (t, label) in enumerate(targets.items()):
+        if t not in r2[hooks[0]]: continue
+        cis = [r2[h][t] for h in hooks]
+        ax.errorbar(range(len(hooks)), [c["mean"] for c in cis], yerr=_err(cis), fmt="o-",
+                    ms=4, capsize=3, color=PALETTE[i % len(PALETTE)], label=label)
+    ax.set_xticks(range(len(hooks)), hooks, fontsize=8)
+    ax.set_ylabel("held-out $R^2$"); ax.set_ylim(min(0, ax.get_ylim()[0]), 1.02)
+    if title: ax.set_title(title, fontsize=10)
+    return ax
+
+def book_table(df, caption: str):
+    "A results table as the book shows it: no index, a caption, padded cells."
+    cells = [{"selector": "td, th", "props": "padding: 0.1em 0.7em;"}]
+    return df.style.hide(axis="index").set_caption(caption).set_table_styles(cells)
+
+def format_ci(ci: dict, spec: str = ".3g") -> str:
+    "A `mean_ci` dict as 'mean ± half-width of its interval', both in format `spec`."
+    mean = f"{ci['mean']:{spec}}"
+    if ci.get("seeds", 1) < 2 or not np.isfinite(ci["ci_low"]): return mean
+    return f"{mean} ± {(ci['ci_high'] - ci['ci_low']) / 2:{spec}}"
+
+# %% ../nbs/03a_plots.ipynb #f0c7a385
+def plot_angles_vs_null(angles: dict[str, dict],  # hook -> key -> a `mean_ci` dict
+                        ax=None, title=None):
+    "Smallest raw and whitened angle per hook, the null's 5-95% band, the beliefs' angle."
+    # keys: raw, whitened, beliefs (smallest angles), null_low, null_high (percentiles)
+    if ax is None: ax = figure(1, 4.2, 3.2)[1][0]
+    hooks = list(angles)
+    x = np.arange(len(hooks))
+    low, high = ([angles[h][k]["mean"] for h in hooks] for k in ("null_low", "null_high"))
+    ax.bar(x, np.subtract(high, low), bottom=low, width=0.5, color="0.85",
+           label="random subspaces (5-95%)")
+    for i, (k, fmt) in enumerate([("raw", "s--"), ("whitened", "o-")]):
+        cis = [angles[h][k] for h in hooks]
+        ax.errorbar(x, [c["mean"] for c in cis], yerr=_err(cis), fmt=fmt, ms=4, capsize=3,
+                    color=PALETTE[i], label=k)
+    beliefs = [angles[h]["beliefs"]["mean"] for h in hooks]
+    ax.plot(x, beliefs, "k:", lw=1.2, label="true beliefs")
+    ax.set_xticks(x, hooks, fontsize=8)
+    ax.set_ylim(0, 92); ax.set_yticks(range(0, 91, 15))
+    ax.set_ylabel("smallest principal angle (deg)")
+    if title: ax.set_title(title, fontsize=10)
+    return ax
+
+# %% ../nbs/03a_plots.ipynb #5e9b7d13
+def pca_plane(Y: Float[ndarray, "n k"]
+              ) -> tuple[Float[ndarray, "k"], Float[ndarray, "k 2"]]:
+    "The mean and the top-2 principal directions of the rows of `Y`."
+    Y = np.asarray(Y, dtype=float)
+    mean = Y.mean(0)
+    _, _, Vt = np.linalg.svd(Y - mean, full_matrices=False)
+    return mean, Vt[:2].T
+
+def belief_colours(beliefs: Float[ndarray, "n k"],
+                   reference=None  # beliefs that fix the plane (default: `beliefs`)
+                   ) -> Float[ndarray, "n 3"]:
+    "RGB colours: the belief itself for 3 states, else its place in a PCA plane."
+    beliefs = np.asarray(beliefs, dtype=float)
+    if beliefs.shape[1] == 3: return np.clip(beliefs, 0, 1)
+    ref = beliefs if reference is None else np.asarray(reference, dtype=float)
+    mean, V = pca_plane(ref)
+    lo, span = ((ref - mean) @ V).min(0), np.maximum(np.ptp((ref - mean) @ V, 0), 1e-12)
+    uv = ((beliefs - mean) @ V - lo) / span
+    return np.clip(np.stack([uv[:, 0], 0.8 * uv[:, 1], 1 - uv[:, 0]], 1), 0, 1)
+
+def plot_belief_readouts(true: Float[ndarray, "n k"],  # exact beliefs at probed positions
+                         readouts: dict[str, Float[ndarray, "n k"]],  # title -> readout
+                         msp=None,  # `MixedStates` for the first panel (else `true`)
+                         axes=None, labels=None, exact_title="exact beliefs"):
+    "The exact belief states and each probe's readout, coloured by the true belief."
+    if axes is None: axes = figure(1 + len(readouts), 2.8, 2.8)[1]
+    true = np.asarray(true, dtype=float)
+    k = true.shape[1]
+    if msp is None: ref = (true, np.full(len(true), 6.0))
+    else: ref = (msp.beliefs, 2 + 60 * np.sqrt(msp.prob))
+    plane = None if k == 3 else pca_plane(true)
+    panels = [(exact_title, ref[0], belief_colours(ref[0], true), ref[1])]
+    panels += [(t, np.asarray(r), belief_colours(true), 3) for t, r in readouts.items()]
+    for ax, (title, pts, colour, size) in zip(axes, panels):
+        if k == 3:
+            plot_simplex(pts, color=colour, ax=ax, size=size, title=title,
+                         labels=labels or ("0", "1", "2"))
+            continue
+        uv = (pts - plane[0]) @ plane[1]
+        ax.scatter(uv[:, 0], uv[:, 1], c=colour, s=size, lw=0)
+        ax.set_title(title, fontsize=10); ax.set_xticks([]); ax.set_yticks([])
+        ax.set_xlabel("PC 1", fontsize=8); ax.set_ylabel("PC 2", fontsize=8)
+    if k != 3:  # one scale for every panel: that of the exact beliefs
+        for ax in axes[1:]:
+            ax.set_xlim(*axes[0].get_xlim()); ax.set_ylim(*axes[0].get_ylim())
+    return axes
