@@ -308,4 +308,4 @@ def loss_mask(name: str, tokens, process: GHMM) -> np.ndarray:
                          f"tokens have {np.shape(tokens)}")
     return mask
 
-register_loss_mask("all")(lambda tokens, process: np.ones(tokens.shape, dtype=bool))
+register_loss_mask("all")(lambda tokens, process: np.ones(tokens.shape, dtype=bool));
