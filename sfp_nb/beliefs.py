@@ -16,57 +16,68 @@ __all__ = ['factor_beliefs', 'sector_posterior', 'density_matrices', 'factor_cor
 
 # %% ../nbs/03_beliefs.ipynb #a9b5f305
 def factor_beliefs(beliefs: Float[ndarray, "... states"],  # joint beliefs of an HMM
-                   state_shape: tuple[int, ...]  # factor state counts, e.g. `process.state_shape`
+                   # factor state counts, e.g. `process.state_shape`
+                   state_shape: tuple[int, ...]
                    ) -> list[Float[ndarray, "... factor_states"]]:
     "Marginal belief over each factor's states of a product state space (row-major)."
     if int(np.prod(state_shape)) != beliefs.shape[-1]:
-        raise ValueError(f"state_shape {tuple(state_shape)} does not match {beliefs.shape[-1]} states")
+        raise ValueError(f"state_shape {tuple(state_shape)} does not match "
+                         f"{beliefs.shape[-1]} states")
     joint = beliefs.reshape(*beliefs.shape[:-1], *state_shape)
     lead = beliefs.ndim - 1
-    return [joint.sum(axis=tuple(lead + g for g in range(len(state_shape)) if g != f)) for f in range(len(state_shape))]
+    return [joint.sum(axis=tuple(lead + g for g in range(len(state_shape)) if g != f))
+            for f in range(len(state_shape))]
 
 # %% ../nbs/03_beliefs.ipynb #61317350
 def sector_posterior(beliefs: Float[ndarray, "... states"],  # predictive vectors eta(w)
-                     sectors: list,  # state indices of each sector (e.g. `process.sectors`)
-                     one: Float[ndarray, "states"] | None = None  # |1>> of a GHMM (default: all ones)
+                     sectors: list,  # state indices of each sector (`process.sectors`)
+                     # |1>> of a GHMM (default: all ones)
+                     one: Float[ndarray, "states"] | None = None
                      ) -> Float[ndarray, "... sectors"]:
-    "Posterior probability of each sector: the belief mass <<eta(w)|Pi_sigma|1>> on its states."
+    "Posterior probability of each sector: the belief mass <<eta(w)|Pi_sigma|1>> on it."
     w = beliefs if one is None else beliefs * one
     return np.stack([w[..., np.asarray(idx)].sum(-1) for idx in sectors], axis=-1)
 
 # %% ../nbs/03_beliefs.ipynb #e37eda94
-def density_matrices(p: Float[ndarray, "... states"],  # joint distribution over (s_A, s_B), row-major
+def density_matrices(p: Float[ndarray, "... states"],  # joint over (s_A, s_B), row-major
                      state_shape: tuple[int, int]):
-    "Classical density matrices (rho_AB, rho_A, rho_B) of a two-factor joint state distribution (eq. 9)."
-    if len(state_shape) != 2: raise ValueError(f"density matrices are defined here for two factors, got state_shape {state_shape}")
+    "Classical density matrices (rho_AB, rho_A, rho_B) of two factors' joint law (eq. 9)."
+    if len(state_shape) != 2:
+        raise ValueError(f"density matrices are defined here for two factors, "
+                         f"got state_shape {state_shape}")
     pA, pB = factor_beliefs(p, state_shape)
     diag = lambda q: q[..., :, None] * np.eye(q.shape[-1])
     return diag(p), diag(pA), diag(pB)
 
-def factor_correlation(p: Float[ndarray, "... states"], state_shape: tuple[int, int]) -> dict:
-    "Correlation of two factors: mutual information in bits, and trace distance 1/2 ||rho_AB - rho_A x rho_B||_1."
+def factor_correlation(p: Float[ndarray, "... states"],
+                       state_shape: tuple[int, int]) -> dict:
+    "Mutual information (bits) and trace distance 1/2 ||rho_AB - rho_A x rho_B||_1."
     pA, pB = factor_beliefs(p, state_shape)
     prod = (pA[..., :, None] * pB[..., None, :]).reshape(p.shape)
     ratio = np.where(p > 0, p / np.where(prod > 0, prod, 1.0), 1.0)
-    return {"mutual_information": (p * np.log2(ratio)).sum(-1), "trace_distance": 0.5 * np.abs(p - prod).sum(-1)}
+    return {"mutual_information": (p * np.log2(ratio)).sum(-1),
+            "trace_distance": 0.5 * np.abs(p - prod).sum(-1)}
 
 # %% ../nbs/03_beliefs.ipynb #aa6da117
-def belief_classes(beliefs: Float[ndarray, "n states"], decimals: int = 6) -> tuple[Int[ndarray, "n"], Float[ndarray, "classes states"]]:
-    "Class label of each belief (beliefs equal after rounding to `decimals` share a class) and the classes' rounded beliefs."
-    key = np.round(np.asarray(beliefs, dtype=float), decimals) + 0.0  # + 0.0 turns -0.0 into 0.0
+def belief_classes(beliefs: Float[ndarray, "n states"], decimals: int = 6
+                   ) -> tuple[Int[ndarray, "n"], Float[ndarray, "classes states"]]:
+    "Class of each belief (equal after rounding to `decimals`) and the classes' beliefs."
+    # + 0.0 turns -0.0 into 0.0
+    key = np.round(np.asarray(beliefs, dtype=float), decimals) + 0.0
     reps, labels = np.unique(key, axis=0, return_inverse=True)
     return labels.ravel(), reps
 
 # %% ../nbs/03_beliefs.ipynb #cd0f197e
 @dataclass
 class MixedStates:
-    "Belief classes reachable from eta, per depth: `beliefs[i]` reached after `depth[i]` tokens with probability `prob[i]`."
+    "Belief classes: `beliefs[i]` reached after `depth[i]` tokens w.p. `prob[i]`."
     beliefs: Float[ndarray, "n states"]
     prob: Float[ndarray, "n"]
     depth: Int[ndarray, "n"]
 
-def mixed_state_presentation(process: GHMM, max_len: int, decimals: int = 6) -> MixedStates:
-    "All belief classes reachable with words of length 0..max_len, with their probabilities at each depth."
+def mixed_state_presentation(process: GHMM, max_len: int,
+                             decimals: int = 6) -> MixedStates:
+    "Belief classes reachable with words of length 0..max_len, with their probabilities."
     b, w = process.eta[None], np.ones(1)
     out = [(b, w, np.zeros(1, dtype=int))]
     for L in range(1, max_len + 1):

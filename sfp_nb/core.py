@@ -19,9 +19,10 @@ __all__ = ['BUDGETS', 'budget', 'by_budget', 'seeds', 'show_progress', 'progress
 BUDGETS = ("smoke", "full")
 
 def budget() -> str:
-    "The experiment budget, `smoke` or `full`, from the `SFP_BUDGET` environment variable (default `smoke`)."
+    "The experiment budget, `smoke` or `full`, from `$SFP_BUDGET` (default `smoke`)."
     name = os.environ.get("SFP_BUDGET", "smoke").strip().lower()
-    if name not in BUDGETS: raise ValueError(f"SFP_BUDGET must be one of {BUDGETS}, got {name!r}")
+    if name not in BUDGETS:
+        raise ValueError(f"SFP_BUDGET must be one of {BUDGETS}, got {name!r}")
     return name
 
 def by_budget(smoke, full):
@@ -36,7 +37,7 @@ def seeds(n: int = 3) -> list[int]:
 
 # %% ../nbs/00_core.ipynb #5f0e8c37
 def show_progress() -> bool:
-    "False when the environment variable `SFP_PROGRESS` is `0` (the book build sets it), else True."
+    "False when `$SFP_PROGRESS` is `0` (the book build sets it), else True."
     return os.environ.get("SFP_PROGRESS", "1").strip() != "0"
 
 def progress(iterable=None, **kwargs):
@@ -46,7 +47,7 @@ def progress(iterable=None, **kwargs):
 
 # %% ../nbs/00_core.ipynb #37696ca3
 def project_root() -> Path:
-    "The sfp checkout containing the working directory (or `$SFP_HOME`, or the working directory)."
+    "The sfp checkout containing the working directory (or `$SFP_HOME`, or the cwd)."
     if "SFP_HOME" in os.environ: return Path(os.environ["SFP_HOME"]).resolve()
     here = Path.cwd().resolve()
     for d in [here, *here.parents]:
@@ -60,8 +61,9 @@ def results_dir() -> Path:
     return d if budget() == "full" else d / "smoke"
 
 def artifact_root() -> Path:
-    "Folder of all cached artifacts: `$SFP_ARTIFACTS`, or `artifacts/` in the project root."
-    return Path(os.environ["SFP_ARTIFACTS"]).resolve() if os.environ.get("SFP_ARTIFACTS") else project_root() / "artifacts"
+    "Folder of all cached artifacts: `$SFP_ARTIFACTS`, or the project's `artifacts/`."
+    return (Path(os.environ["SFP_ARTIFACTS"]).resolve() if os.environ.get("SFP_ARTIFACTS")
+            else project_root() / "artifacts")
 
 def _jsonable(o):
     if isinstance(o, np.ndarray): return o.tolist()
@@ -75,16 +77,18 @@ def to_json(data) -> str:
     return json.dumps(data, indent=1, sort_keys=True, default=_jsonable)
 
 def save_results(name: str, data: dict) -> Path:
-    "Write `data` to `<results_dir>/<name>.json` (numpy values converted) and return the path."
+    "Write `data` (numpy values converted) to `<results_dir>/<name>.json`; its path."
     path = results_dir() / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(to_json({"budget": budget(), **data}) + "\n")
     return path
 
 def load_results(name: str) -> dict:
-    "The record `save_results(name, ...)` wrote at this budget; `FileNotFoundError` naming the chapter to run if missing."
+    "What `save_results(name, ...)` wrote at this budget; `FileNotFoundError` if missing."
     path = results_dir() / f"{name}.json"
-    if not path.exists(): raise FileNotFoundError(f"{path} does not exist: run the chapter that saves {name!r} first")
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: "
+                                f"run the chapter that saves {name!r} first")
     return json.loads(path.read_text())
 
 # %% ../nbs/00_core.ipynb #6c0f2d8e
@@ -93,17 +97,20 @@ def _numbers(data: dict, prefix: str):
         key = f"{prefix}.{k}"
         if isinstance(v, dict): yield from _numbers(v, key)
         elif isinstance(v, (bool, np.bool_)): continue
-        elif isinstance(v, (int, float, np.integer, np.floating)): yield key, v.item() if isinstance(v, np.generic) else v
+        elif isinstance(v, (int, float, np.integer, np.floating)):
+            yield key, v.item() if isinstance(v, np.generic) else v
 
 def result_numbers(name: str, data: dict) -> dict[str, float]:
-    "Every number reachable through dict keys of `data`, keyed by its glue name `name.key.subkey`."
+    "Every number reachable through the dict keys of `data`, keyed `name.key.subkey`."
     if "." in name: raise ValueError(f"a results name may not contain '.', got {name!r}")
     for k in data:
-        if "." in str(k): raise ValueError(f"results keys may not contain '.', got {k!r} (glue names use '.' as the separator)")
+        if "." in str(k):
+            raise ValueError(f"results keys may not contain '.', got {k!r} "
+                             "(glue names use '.' as the separator)")
     return dict(_numbers(data, name))
 
 def glue_results(name: str, data: dict) -> dict[str, float]:
-    "Glue (myst-nb, not displayed) every number of `data` under `name.key.subkey`; returns what was glued."
+    "Glue (hidden, myst-nb) every number of `data` as `name.key.subkey`; return them."
     from myst_nb import glue
     numbers = result_numbers(name, data)
     for key, v in numbers.items(): glue(key, v, display=False)
@@ -111,13 +118,15 @@ def glue_results(name: str, data: dict) -> dict[str, float]:
 
 # %% ../nbs/00_core.ipynb #9f4c3d72
 def mean_ci(values, level: float = 0.95) -> dict:
-    "Mean of `values` (one per seed) with a Student-t `level` interval: {mean, ci_low, ci_high, seeds}."
+    "Mean of per-seed `values` with a Student-t interval: {mean, ci_low, ci_high, seeds}."
     x = np.asarray(values, dtype=float).ravel()
     if x.size == 0: raise ValueError("mean_ci needs at least one value")
     if not np.isfinite(x).all(): raise ValueError(f"mean_ci needs finite values, got {x}")
     m = float(x.mean())
-    if x.size == 1: return {"mean": m, "ci_low": math.nan, "ci_high": math.nan, "seeds": 1}
-    half = float(stats.t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
+    if x.size == 1:
+        return {"mean": m, "ci_low": math.nan, "ci_high": math.nan, "seeds": 1}
+    half = float(stats.t.ppf(0.5 + level / 2, x.size - 1)
+                 * x.std(ddof=1) / math.sqrt(x.size))
     return {"mean": m, "ci_low": m - half, "ci_high": m + half, "seeds": int(x.size)}
 
 def ci_excludes(ci: dict, value: float = 0.0) -> bool:
@@ -127,10 +136,11 @@ def ci_excludes(ci: dict, value: float = 0.0) -> bool:
 # %% ../nbs/00_core.ipynb #9474c4e9
 def config_hash(config) -> str:
     "A 12-hex-digit SHA-256 digest of a dataclass config's canonical JSON."
-    if not dataclasses.is_dataclass(config): raise TypeError(f"config_hash needs a dataclass, got {type(config).__name__}")
+    if not dataclasses.is_dataclass(config):
+        raise TypeError(f"config_hash needs a dataclass, got {type(config).__name__}")
     text = json.dumps(dataclasses.asdict(config), sort_keys=True, default=_jsonable)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 def artifact_dir(kind: str, config) -> Path:
-    "Folder `<artifact_root>/<kind>/<config hash>/` for the artifacts computed from `config`."
+    "Folder `<artifact_root>/<kind>/<config hash>/` of what is computed from `config`."
     return artifact_root() / kind / config_hash(config)

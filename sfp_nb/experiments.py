@@ -10,7 +10,8 @@ from typing import Callable, Iterable
 import pandas as pd
 import torch
 import sfp_nb
-from .core import artifact_root, budget, config_hash, progress, project_root, show_progress, to_json
+from .core import (artifact_root, budget, config_hash, progress, project_root,
+                         show_progress, to_json)
 
 # %% auto #0
 __all__ = ['EXPERIMENTS', 'experiment', 'record_path', 'git_commit', 'load_record', 'run_experiment', 'sweep']
@@ -19,7 +20,7 @@ __all__ = ['EXPERIMENTS', 'experiment', 'record_path', 'git_commit', 'load_recor
 EXPERIMENTS: dict[str, Callable] = {}
 
 def experiment(name: str, version: int = 1):
-    "Decorator: register `fn(config) -> dict` as the cached experiment `name` (bump `version` when its meaning changes)."
+    "Decorator: `fn(config) -> dict` becomes the cached experiment `name` (of `version`)."
     def deco(fn):
         fn.experiment_name, fn.experiment_version = name, version
         EXPERIMENTS[name] = fn
@@ -27,49 +28,63 @@ def experiment(name: str, version: int = 1):
     return deco
 
 def _name(fn) -> tuple[str, int]:
-    if not hasattr(fn, "experiment_name"): raise ValueError(f"{getattr(fn, '__name__', fn)!r} is not an experiment: decorate it with @experiment(name)")
+    if not hasattr(fn, "experiment_name"):
+        raise ValueError(f"{getattr(fn, '__name__', fn)!r} is not an experiment: "
+                         "decorate it with @experiment(name)")
     return fn.experiment_name, fn.experiment_version
 
 def record_path(fn, config) -> Path:
     "Where the record of experiment `fn` on `config` is stored."
     name, version = _name(fn)
-    return artifact_root() / "experiments" / name / f"v{version}" / f"{config_hash(config)}.json"
+    return (artifact_root() / "experiments" / name / f"v{version}"
+            / f"{config_hash(config)}.json")
 
 def git_commit() -> str:
-    "The project's current git commit (with '+dirty' for uncommitted changes), or 'unknown' outside a checkout."
+    "The project's git commit (+dirty for uncommitted changes), or 'unknown' outside git."
     try:
-        run = lambda *a: subprocess.run(["git", *a], cwd=project_root(), capture_output=True, text=True, timeout=10)
+        run = lambda *a: subprocess.run(["git", *a], cwd=project_root(),
+                                        capture_output=True, text=True, timeout=10)
         head = run("rev-parse", "HEAD")
         if head.returncode: return "unknown"
-        return head.stdout.strip() + ("+dirty" if run("status", "--porcelain", "--untracked-files=no").stdout.strip() else "")
+        dirty = run("status", "--porcelain", "--untracked-files=no").stdout.strip()
+        return head.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError): return "unknown"
 
 # %% ../nbs/04a_experiments.ipynb #77043dd3
 def load_record(fn, config) -> dict | None:
-    "The stored record of `fn` on `config`, or None; a record of another config is an error."
+    "The stored record of `fn` on `config`, or None; an error if it is another config's."
     path = record_path(fn, config)
     if not path.exists(): return None
     rec = json.loads(path.read_text())
     if rec["config"] != json.loads(to_json(dataclasses.asdict(config))):
-        raise ValueError(f"{path} holds the record of another config; delete it to recompute")
+        raise ValueError(f"{path} holds the record of another config; "
+                         "delete it to recompute")
     return rec
 
 def run_experiment(fn, config, recompute: bool = False) -> dict:
-    "The result of experiment `fn` on `config`: read from its record if stored, else computed and stored."
-    if not dataclasses.is_dataclass(config): raise TypeError(f"an experiment's config must be a dataclass, got {type(config).__name__}")
+    "The result of experiment `fn` on `config`: read if stored, else computed and stored."
+    if not dataclasses.is_dataclass(config):
+        raise TypeError(f"an experiment's config must be a dataclass, "
+                        f"got {type(config).__name__}")
     path = record_path(fn, config)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one worker computes a record; others wait and read it
-        if not recompute and (rec := load_record(fn, config)) is not None: return rec["result"]
+        # one worker computes a record; the others wait and read it
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not recompute and (rec := load_record(fn, config)) is not None:
+            return rec["result"]
         t0 = time.perf_counter()
         result = fn(config)
         name, version = _name(fn)
-        rec = {"experiment": name, "version": version, "config": dataclasses.asdict(config), "hash": config_hash(config),
-               "result": result, "seconds": time.perf_counter() - t0, "sfp_version": sfp_nb.__version__,
-               "git": git_commit(), "budget": budget(), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        tmp = path.with_suffix(".tmp"); tmp.write_text(to_json(rec)); os.replace(tmp, path)
-    return json.loads(to_json(result))  # the same JSON round-trip as a record read from disk
+        rec = {"experiment": name, "version": version,
+               "config": dataclasses.asdict(config), "hash": config_hash(config),
+               "result": result, "seconds": time.perf_counter() - t0,
+               "sfp_version": sfp_nb.__version__, "git": git_commit(), "budget": budget(),
+               "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(to_json(rec)); os.replace(tmp, path)
+    # the same JSON round trip as a record read from disk
+    return json.loads(to_json(result))
 
 # %% ../nbs/04a_experiments.ipynb #443ce668
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -78,11 +93,14 @@ def _flat(d: dict, prefix: str = "") -> dict:
         key = f"{prefix}{k}"
         if isinstance(v, dict): out.update(_flat(v, key + "."))
         elif isinstance(v, (int, float, str, bool)) or v is None: out[key] = v
-        elif isinstance(v, (list, tuple)) and all(isinstance(x, (int, float, str, bool)) for x in v) and len(v) <= 8: out[key] = tuple(v)
+        elif (isinstance(v, (list, tuple))
+              and all(isinstance(x, (int, float, str, bool)) for x in v) and len(v) <= 8):
+            out[key] = tuple(v)
     return out
 
 def _environment() -> dict:
-    return {"SFP_BUDGET": budget(), "SFP_HOME": str(project_root()), "SFP_ARTIFACTS": str(artifact_root()), "SFP_PROGRESS": "0"}
+    return {"SFP_BUDGET": budget(), "SFP_HOME": str(project_root()),
+            "SFP_ARTIFACTS": str(artifact_root()), "SFP_PROGRESS": "0"}
 
 def _job(fn, config, env: dict, threads: int) -> str:
     "Run one config in a worker: the caller's environment, `threads` torch threads."
@@ -106,33 +124,40 @@ def _run_jobs(fn, todo: list, backend: str, n_jobs: int, client, threads: int, b
         for c in todo: _job(fn, c, env, threads); bar.update()
     elif backend == "loky":
         from joblib import Parallel, delayed
-        for _ in Parallel(n_jobs=n_jobs, backend="loky", return_as="generator_unordered")(delayed(_job)(fn, c, env, threads) for c in todo):
+        for _ in Parallel(n_jobs=n_jobs, backend="loky", return_as="generator_unordered")(
+                delayed(_job)(fn, c, env, threads) for c in todo):
             bar.update()
     elif backend == "dask":
         from dask.distributed import Client, LocalCluster, as_completed
         with contextlib.ExitStack() as stack:
-            if client is None:  # a cluster for this sweep; its shutdown chatter (stderr) must not reach a page
+            # a cluster for this sweep; its shutdown chatter (stderr) must not reach pages
+            if client is None:
                 stack.enter_context(_quiet("distributed"))
-                cluster = stack.enter_context(LocalCluster(n_workers=n_jobs, threads_per_worker=1, processes=True,
-                                                           dashboard_address=None, silence_logs=logging.ERROR))
+                cluster = stack.enter_context(LocalCluster(
+                    n_workers=n_jobs, threads_per_worker=1, processes=True,
+                    dashboard_address=None, silence_logs=logging.ERROR))
                 client = stack.enter_context(Client(cluster))
             elif isinstance(client, str): client = stack.enter_context(Client(client))
-            for f in as_completed(client.map(_job, [fn] * len(todo), todo, env=env, threads=threads, pure=False)):
+            for f in as_completed(client.map(_job, [fn] * len(todo), todo, env=env,
+                                             threads=threads, pure=False)):
                 f.result(); bar.update()
     else: raise ValueError(f"backend must be 'serial', 'loky' or 'dask', got {backend!r}")
 
-def sweep(fn, configs: Iterable, backend: str = "loky", n_jobs: int = 2, client=None, threads: int = 1,
-          show: bool | None = None) -> pd.DataFrame:
-    "Run experiment `fn` on every config (skipping stored records) and return one row per config."
+def sweep(fn, configs: Iterable, backend: str = "loky", n_jobs: int = 2, client=None,
+          threads: int = 1, show: bool | None = None) -> pd.DataFrame:
+    "Run experiment `fn` on every config (skipping stored records); one row per config."
     configs = list(configs)
-    if len({config_hash(c) for c in configs}) != len(configs): raise ValueError("sweep got the same config twice")
+    if len({config_hash(c) for c in configs}) != len(configs):
+        raise ValueError("sweep got the same config twice")
     todo = [c for c in configs if load_record(fn, c) is None]
-    with progress(total=len(configs), initial=len(configs) - len(todo), desc=f"sweep {_name(fn)[0]}",
+    with progress(total=len(configs), initial=len(configs) - len(todo),
+                  desc=f"sweep {_name(fn)[0]}",
                   disable=not (show_progress() if show is None else show)) as bar:
         if todo: _run_jobs(fn, todo, backend, n_jobs, client, threads, bar)
     rows = []
     for c in configs:
         rec = load_record(fn, c)
         if rec is None: raise RuntimeError(f"sweep finished without a record for {c}")
-        rows.append({**_flat(dataclasses.asdict(c)), **_flat(rec["result"]), "hash": rec["hash"], "seconds": rec["seconds"]})
+        rows.append({**_flat(dataclasses.asdict(c)), **_flat(rec["result"]),
+                     "hash": rec["hash"], "seconds": rec["seconds"]})
     return pd.DataFrame(rows)

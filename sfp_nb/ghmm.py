@@ -22,7 +22,7 @@ def _null_space(A: ndarray, atol: float = ATOL) -> ndarray:
     return vh[rank:].conj().T.real
 
 def _eigen_one_projector(net: ndarray) -> ndarray:
-    "Spectral projector onto the eigenvalue-1 eigenspace of `net` (the Cesaro limit of its powers)."
+    "Projector onto the eigenvalue-1 eigenspace of `net` (Cesaro limit of its powers)."
     S = len(net)
     R = _null_space(net - np.eye(S))          # right eigenvectors, columns
     L = _null_space((net - np.eye(S)).T).T    # left eigenvectors, rows
@@ -30,24 +30,34 @@ def _eigen_one_projector(net: ndarray) -> ndarray:
 
 # %% ../nbs/01_ghmm.ipynb #88933200
 class GHMM:
-    "A generalized hidden Markov model: transfer matrices `T[x, from, to]`, initial row vector `eta`, right eigenvector `one` (proposal eqs. 1-3)."
+    "A GHMM: transfer matrices `T[x, from, to]`, initial `eta`, `one` = |1>> (eqs. 1-3)."
     def __init__(self,
-                 T: Float[ndarray, "vocab states states"],  # transfer matrices; entries may be negative
-                 eta: Float[ndarray, "states"] | None = None,  # initial row vector; default: stationary
-                 one: Float[ndarray, "states"] | None = None,  # right eigenvector |1>> of sum_x T(x); default: all ones if T is row-stochastic
+                 # transfer matrices; entries may be negative
+                 T: Float[ndarray, "vocab states states"],
+                 # initial row vector; default: stationary
+                 eta: Float[ndarray, "states"] | None = None,
+                 # right eigenvector |1>> of sum_x T(x) (default: all ones if T is
+                 # row-stochastic)
+                 one: Float[ndarray, "states"] | None = None,
                  *, name: str = "GHMM",
-                 state_shape: tuple[int, ...] | None = None,  # factor state counts of a product state space (row-major)
-                 vocab_shape: tuple[int, ...] | None = None,  # factor alphabet sizes of a product alphabet (row-major)
-                 sectors: list | None = None):  # partition of the states into invariant blocks V_sigma
+                 # factor state counts of a product state space (row-major)
+                 state_shape: tuple[int, ...] | None = None,
+                 # factor alphabet sizes of a product alphabet (row-major)
+                 vocab_shape: tuple[int, ...] | None = None,
+                 # partition of the states into invariant blocks V_sigma
+                 sectors: list | None = None):
         self.name = name
         self.T = self._check_T(T)
         X, S, _ = self.T.shape
         net = self.T.sum(0)
         if not np.any(np.abs(np.linalg.eigvals(net) - 1) < 1e-6):
-            raise ValueError(f"{name}: the net operator sum_x T(x) has no eigenvalue 1 (eigenvalues {np.round(np.linalg.eigvals(net), 4)})")
+            raise ValueError(f"{name}: the net operator sum_x T(x) has no eigenvalue 1 "
+                             f"(eigenvalues {np.round(np.linalg.eigvals(net), 4)})")
         self.one = self._check_one(net, one)
-        if eta is not None and one is None and not np.allclose(net.sum(1), 1.0, atol=ATOL):
-            self.one = self._scale_one(eta)  # |1>> is defined up to scale: fix it by <eta|1>> = 1 (eqs. 2-3)
+        if (eta is not None and one is None
+                and not np.allclose(net.sum(1), 1.0, atol=ATOL)):
+            # |1>> is defined up to scale: fix it by <eta|1>> = 1 (eqs. 2-3)
+            self.one = self._scale_one(eta)
         self.state_shape = _check_shape(state_shape, S, "state_shape")
         self.vocab_shape = _check_shape(vocab_shape, X, "vocab_shape")
         self.sectors = _check_sectors(sectors, S)
@@ -61,18 +71,21 @@ class GHMM:
     def vocab_size(self) -> int: return self.T.shape[0]
     @property
     def is_hmm(self) -> bool:
-        "True when every T(x) is non-negative and |1>> is all ones, so beliefs are distributions over hidden states."
+        "True when every T(x) is >= 0 and |1>> is all ones (beliefs are distributions)."
         return bool((self.T >= 0).all() and np.allclose(self.one, 1.0))
 
-    def __repr__(self): return f"{self.name}(vocab={self.vocab_size}, states={self.n_states})"
+    def __repr__(self):
+        return f"{self.name}(vocab={self.vocab_size}, states={self.n_states})"
 
 # %% ../nbs/01_ghmm.ipynb #6b6ecc7e
 @patch
 def _check_T(self: GHMM, T):
     T = np.asarray(T, dtype=float)
     if T.ndim != 3 or T.shape[1] != T.shape[2] or 0 in T.shape:
-        raise ValueError(f"{self.name}: T must have shape (vocab, states, states), got {T.shape}")
-    if not np.isfinite(T).all(): raise ValueError(f"{self.name}: T has NaN or infinite entries")
+        raise ValueError(f"{self.name}: T must have shape (vocab, states, states), "
+                         f"got {T.shape}")
+    if not np.isfinite(T).all():
+        raise ValueError(f"{self.name}: T has NaN or infinite entries")
     return T
 
 @patch
@@ -82,68 +95,89 @@ def _check_one(self: GHMM, net, one):
         if np.allclose(net.sum(1), 1.0, atol=ATOL): return np.ones(S)
         R = _null_space(net - np.eye(S))
         if R.shape[1] != 1:
-            raise ValueError(f"{self.name}: eigenvalue 1 of sum_x T(x) is degenerate; pass `one` (|1>>) explicitly")
+            raise ValueError(f"{self.name}: eigenvalue 1 of sum_x T(x) is degenerate; "
+                             "pass `one` (|1>>) explicitly")
         r = R[:, 0] * np.sqrt(S)  # scaled like the all-ones vector
         return r if r.sum() >= 0 else -r
     one = np.asarray(one, dtype=float)
-    if one.shape != (S,): raise ValueError(f"{self.name}: `one` must have shape ({S},), got {one.shape}")
-    if not np.isfinite(one).all(): raise ValueError(f"{self.name}: `one` has NaN or infinite entries")
-    if not np.allclose(net @ one, one, atol=1e-6): raise ValueError(f"{self.name}: `one` is not a right eigenvector of sum_x T(x) with eigenvalue 1")
+    if one.shape != (S,):
+        raise ValueError(f"{self.name}: `one` must have shape ({S},), got {one.shape}")
+    if not np.isfinite(one).all():
+        raise ValueError(f"{self.name}: `one` has NaN or infinite entries")
+    if not np.allclose(net @ one, one, atol=1e-6):
+        raise ValueError(f"{self.name}: `one` is not a right eigenvector of sum_x T(x) "
+                         "with eigenvalue 1")
     return one
 
 @patch
 def _scale_one(self: GHMM, eta):
-    "|1>> rescaled so that <eta|1>> = 1; refused only when eta has no finite, non-zero component along it."
+    "|1>> rescaled so that <eta|1>> = 1; refused when eta has no finite part along it."
     eta = np.asarray(eta, dtype=float)
-    if eta.shape != (self.n_states,): raise ValueError(f"{self.name}: eta must have length {self.n_states} (the number of states), got shape {eta.shape}")
+    if eta.shape != (self.n_states,):
+        raise ValueError(f"{self.name}: eta must have length {self.n_states} "
+                         f"(the number of states), got shape {eta.shape}")
     z = eta @ self.one
-    if not np.isfinite(z) or abs(z) < 1e-12: raise ValueError(f"{self.name}: <eta|1>> = {z:.3g}: eta cannot be normalised against |1>>")
+    if not np.isfinite(z) or abs(z) < 1e-12:
+        raise ValueError(f"{self.name}: <eta|1>> = {z:.3g}: "
+                         "eta cannot be normalised against |1>>")
     return self.one / z
 
 @patch
 def _check_eta(self: GHMM, eta):
     eta = np.asarray(eta, dtype=float)
     if eta.shape != (self.n_states,):
-        raise ValueError(f"{self.name}: eta must have length {self.n_states} (the number of states), got shape {eta.shape}")
-    if not np.isfinite(eta).all(): raise ValueError(f"{self.name}: eta has NaN or infinite entries")
-    if abs(eta @ self.one - 1) > 1e-6: raise ValueError(f"{self.name}: eta is not normalised: <eta|1>> = {eta @ self.one:.6g}, expected 1")
-    if self.is_hmm and (eta < -ATOL).any(): raise ValueError(f"{self.name}: eta of an HMM must be a distribution (it has negative entries)")
+        raise ValueError(f"{self.name}: eta must have length {self.n_states} "
+                         f"(the number of states), got shape {eta.shape}")
+    if not np.isfinite(eta).all():
+        raise ValueError(f"{self.name}: eta has NaN or infinite entries")
+    if abs(eta @ self.one - 1) > 1e-6:
+        raise ValueError(f"{self.name}: eta is not normalised: "
+                         f"<eta|1>> = {eta @ self.one:.6g}, expected 1")
+    if self.is_hmm and (eta < -ATOL).any():
+        raise ValueError(f"{self.name}: eta of an HMM must be a distribution "
+                         "(it has negative entries)")
     return eta
 
 @patch
 def _default_eta(self: GHMM):
-    "The stationary vector reached from the uniform start (unique when the process is ergodic)."
+    "The stationary vector reached from the uniform start (unique if ergodic)."
     start = self.one / (self.one @ self.one)
     return start @ self._projector
 
 def _check_shape(shape, n, what):
     if shape is None: return (n,)
     shape = tuple(int(k) for k in shape)
-    if int(np.prod(shape)) != n: raise ValueError(f"{what} {shape} does not multiply to {n}")
+    if int(np.prod(shape)) != n:
+        raise ValueError(f"{what} {shape} does not multiply to {n}")
     return shape
 
 def _check_sectors(sectors, S):
     if sectors is None: return [np.arange(S)]
     sectors = [np.asarray(s, dtype=int) for s in sectors]
     flat = np.sort(np.concatenate(sectors))
-    if not np.array_equal(flat, np.arange(S)): raise ValueError(f"sectors must partition the {S} states exactly once each")
+    if not np.array_equal(flat, np.arange(S)):
+        raise ValueError(f"sectors must partition the {S} states exactly once each")
     return sectors
 
 # %% ../nbs/01_ghmm.ipynb #b384eac3
 @patch(cls_method=True)
 def hmm(cls: GHMM, T: Float[ndarray, "vocab states states"], eta=None, **kwargs) -> GHMM:
-    "A GHMM that must be an HMM: non-negative T(x) with row-stochastic sum (|1>> = all ones)."
+    "A GHMM that must be an HMM: T(x) >= 0 with a row-stochastic sum (|1>> = all ones)."
     T = np.asarray(T, dtype=float)
     if T.ndim == 3 and np.isfinite(T).all():
-        if (T < 0).any(): raise ValueError(f"{kwargs.get('name', 'HMM')}: an HMM's T(x) must be non-negative, found {T.min():.3g}")
+        if (T < 0).any():
+            raise ValueError(f"{kwargs.get('name', 'HMM')}: an HMM's T(x) must be "
+                             f"non-negative, found {T.min():.3g}")
         rows = T.sum((0, 2))
-        if not np.allclose(rows, 1.0, atol=ATOL): raise ValueError(f"{kwargs.get('name', 'HMM')}: an HMM's sum_x T(x) must be row-stochastic, row sums {np.round(rows, 6)}")
+        if not np.allclose(rows, 1.0, atol=ATOL):
+            raise ValueError(f"{kwargs.get('name', 'HMM')}: an HMM's sum_x T(x) must be "
+                             f"row-stochastic, row sums {np.round(rows, 6)}")
     return cls(T, eta, **kwargs)
 
 # %% ../nbs/01_ghmm.ipynb #fc3759eb
 @patch
 def _scan(self: GHMM, tokens: Int[ndarray, "batch pos"]):
-    "Normalised belief updates: (beliefs after each prefix, log Pr(x_t | x_<t), index of first impossible token or -1)."
+    "Beliefs after each prefix, log Pr(x_t | x_<t), first impossible position (or -1)."
     tokens = self._check_tokens(tokens)
     B, L = tokens.shape
     v = np.broadcast_to(self.eta, (B, self.n_states)).copy()
@@ -167,10 +201,13 @@ def _scan(self: GHMM, tokens: Int[ndarray, "batch pos"]):
 def _check_tokens(self: GHMM, tokens):
     tokens = np.asarray(tokens)
     if tokens.ndim == 1: tokens = tokens[None]
-    if tokens.ndim != 2: raise ValueError(f"tokens must have shape (batch, pos), got {tokens.shape}")
-    if not np.issubdtype(tokens.dtype, np.integer): raise ValueError(f"tokens must be integers, got dtype {tokens.dtype}")
+    if tokens.ndim != 2:
+        raise ValueError(f"tokens must have shape (batch, pos), got {tokens.shape}")
+    if not np.issubdtype(tokens.dtype, np.integer):
+        raise ValueError(f"tokens must be integers, got dtype {tokens.dtype}")
     if tokens.size and (tokens.min() < 0 or tokens.max() >= self.vocab_size):
-        raise ValueError(f"{self.name}: tokens must lie in [0, {self.vocab_size}), got values in [{tokens.min()}, {tokens.max()}]")
+        raise ValueError(f"{self.name}: tokens must lie in [0, {self.vocab_size}), "
+                         f"got values in [{tokens.min()}, {tokens.max()}]")
     return tokens
 
 @patch
@@ -186,18 +223,23 @@ def prob(self: GHMM, word) -> float | Float[ndarray, "batch"]:
     return float(p[0]) if np.ndim(word) == 1 else p
 
 @patch
-def beliefs(self: GHMM, tokens: Int[ndarray, "batch pos"], initial: bool = False) -> Float[ndarray, "batch pos states"]:
-    "Predictive vectors eta(w) (eq. 3) after each prefix; with `initial`, eta itself is prepended (pos+1 entries)."
+def beliefs(self: GHMM, tokens: Int[ndarray, "batch pos"],
+            initial: bool = False) -> Float[ndarray, "batch pos states"]:
+    "Predictive vectors eta(w) (eq. 3) after each prefix; `initial` prepends eta itself."
     b, _, dead = self._scan(tokens)
     if (dead >= 0).any():
         i = int(np.argmax(dead >= 0))
-        raise ValueError(f"{self.name}: sequence {i} is impossible (probability 0 at position {dead[i]}); its beliefs are undefined")
-    if initial: b = np.concatenate([np.broadcast_to(self.eta, (len(b), 1, self.n_states)), b], axis=1)
+        raise ValueError(f"{self.name}: sequence {i} is impossible (probability 0 at "
+                         f"position {dead[i]}); its beliefs are undefined")
+    if initial:
+        b = np.concatenate([np.broadcast_to(self.eta, (len(b), 1, self.n_states)), b],
+                           axis=1)
     return b
 
 @patch
-def next_token_probs(self: GHMM, tokens: Int[ndarray, "batch pos"]) -> Float[ndarray, "batch pos vocab"]:
-    "Pr(x_t = . | x_<t) at every position t; position 0 is the prediction before any token."
+def next_token_probs(self: GHMM, tokens: Int[ndarray, "batch pos"]
+                     ) -> Float[ndarray, "batch pos vocab"]:
+    "Pr(x_t = . | x_<t) at every position t; position 0 predicts before any token."
     prior = self.beliefs(tokens, initial=True)[:, :-1]
     return prior @ self.emission
 
@@ -209,17 +251,22 @@ def sector_weights(self: GHMM) -> Float[ndarray, "sectors"]:
 
 @patch
 def sample(self: GHMM, n: int, length: int, seed: int | np.random.Generator = 0,
-           return_sectors: bool = False  # also return each sequence's sector (index into `self.sectors`)
-           ) -> Int[ndarray, "n length"] | tuple[Int[ndarray, "n length"], Int[ndarray, "n"]]:
-    "Draw `n` sequences of `length` tokens from the process, started in `eta` (and, optionally, their sectors)."
-    if n < 0 or length < 0: raise ValueError(f"n and length must be non-negative, got n={n}, length={length}")
+           return_sectors: bool = False  # also return each sequence's sector index
+           ) -> (Int[ndarray, "n length"]
+                 | tuple[Int[ndarray, "n length"], Int[ndarray, "n"]]):
+    "Draw `n` sequences of `length` tokens started in `eta` (optionally, their sectors)."
+    if n < 0 or length < 0:
+        raise ValueError(f"n and length must be non-negative, got n={n}, length={length}")
     rng = np.random.default_rng(seed)
     v = np.broadcast_to(self.eta, (n, self.n_states)).copy()
     sectors = np.zeros(n, dtype=np.int64)
     if len(self.sectors) > 1:  # draw the sector first, then run inside it
         w = self.sector_weights()
-        if (w < -ATOL).any(): raise ValueError(f"{self.name}: eta gives a sector negative weight {w}: sectors cannot be sampled")
-        sectors = rng.choice(len(w), size=n, p=np.clip(w, 0, None) / np.clip(w, 0, None).sum())
+        if (w < -ATOL).any():
+            raise ValueError(f"{self.name}: eta gives a sector negative weight {w}: "
+                             "sectors cannot be sampled")
+        sectors = rng.choice(len(w), size=n,
+                             p=np.clip(w, 0, None) / np.clip(w, 0, None).sum())
         mask = np.zeros((len(w), self.n_states))
         for k, idx in enumerate(self.sectors): mask[k, idx] = 1.0
         v = v * mask[sectors] / w[sectors, None]
@@ -237,7 +284,7 @@ def sample(self: GHMM, n: int, length: int, seed: int | np.random.Generator = 0,
 # %% ../nbs/01_ghmm.ipynb #625b6ee8
 @patch
 def stationary(self: GHMM) -> Float[ndarray, "states"]:
-    "The stationary vector reached from eta: the Cesaro limit of eta T^n (unique for ergodic processes)."
+    "The stationary vector from eta: the Cesaro limit of eta T^n (unique if ergodic)."
     return self.eta @ self._projector
 
 # %% ../nbs/01_ghmm.ipynb #c9b3936d
@@ -251,15 +298,17 @@ def _tree_step(self: GHMM, b: ndarray, w: ndarray, decimals: int = 12):
     v = np.einsum("ns,xst->nxt", b, self.T).reshape(-1, self.n_states)
     p = v @ self.one
     keep = p > 1e-15
-    nb, nw = v[keep] / p[keep, None], (w[:, None] * p.reshape(len(b), -1)).reshape(-1)[keep]
+    nb, nw = (v[keep] / p[keep, None],
+              (w[:, None] * p.reshape(len(b), -1)).reshape(-1)[keep])
     _, inv = np.unique(np.round(nb, decimals), axis=0, return_inverse=True)
     inv = inv.ravel()
     W = np.bincount(inv, nw)
-    return np.stack([np.bincount(inv, nw * nb[:, s]) for s in range(self.n_states)], 1) / W[:, None], W
+    return (np.stack([np.bincount(inv, nw * nb[:, s]) for s in range(self.n_states)], 1)
+            / W[:, None], W)
 
 @patch
 def entropy_rate(self: GHMM, tol: float = 1e-4, max_beliefs: int = 2_000_000) -> float:
-    "Entropy rate in bits per symbol, certified to within `tol` for HMMs (bracketed by conditional entropies)."
+    "Entropy rate in bits per symbol, certified to within `tol` for HMMs (a bracket)."
     pi = self.stationary()
     upper = (pi[None], np.ones(1))
     lower = (np.eye(self.n_states), pi.copy()) if self.is_hmm else None
@@ -272,6 +321,7 @@ def entropy_rate(self: GHMM, tol: float = 1e-4, max_beliefs: int = 2_000_000) ->
         elif prev - u < tol: return u
         prev = u
         if len(upper[0]) * self.vocab_size > max_beliefs:
-            raise RuntimeError(f"{self.name}: entropy rate not within tol={tol} before {max_beliefs} belief states")
+            raise RuntimeError(f"{self.name}: entropy rate not within tol={tol} "
+                               f"before {max_beliefs} belief states")
         upper = self._tree_step(*upper)
         if lower is not None: lower = self._tree_step(*lower)

@@ -19,44 +19,58 @@ __all__ = ['Positions', 'Edit', 'NATIVE_HOOKS', 'position_mask', 'at_positions',
 # %% ../nbs/03b_interventions.ipynb #9e7e6a2b
 Positions = str | int | Tensor | np.ndarray
 
-def position_mask(positions: Positions, batch: int, n_pos: int, device=None) -> Bool[Tensor, "batch pos"]:
+def position_mask(positions: Positions, batch: int, n_pos: int,
+                  device=None) -> Bool[Tensor, "batch pos"]:
     "The `(batch, pos)` boolean mask of the activations that `positions` selects."
     if isinstance(positions, str):
-        if positions not in ("final", "all"): raise ValueError(f"positions must be 'final', 'all', an index, per-row indices or a mask, got {positions!r}")
+        if positions not in ("final", "all"):
+            raise ValueError(f"positions must be 'final', 'all', an index, per-row "
+                             f"indices or a mask, got {positions!r}")
         m = torch.zeros(batch, n_pos, dtype=torch.bool, device=device)
         if positions == "final": m[:, -1] = True
         else: m[:] = True
         return m
     if isinstance(positions, (int, np.integer)):
         k = int(positions)
-        if not -n_pos <= k < n_pos: raise ValueError(f"position {k} is outside a sequence of {n_pos} positions")
+        if not -n_pos <= k < n_pos:
+            raise ValueError(f"position {k} is outside a sequence of {n_pos} positions")
         m = torch.zeros(batch, n_pos, dtype=torch.bool, device=device); m[:, k] = True
         return m
     p = torch.as_tensor(positions, device=device)
     if p.dtype == torch.bool:
-        if p.shape[-1] != n_pos or p.ndim not in (1, 2) or (p.ndim == 2 and p.shape[0] != batch):
-            raise ValueError(f"a position mask must have shape ({n_pos},) or ({batch}, {n_pos}), got {tuple(p.shape)}")
+        if (p.shape[-1] != n_pos or p.ndim not in (1, 2)
+                or (p.ndim == 2 and p.shape[0] != batch)):
+            raise ValueError(f"a position mask must have shape ({n_pos},) or "
+                             f"({batch}, {n_pos}), got {tuple(p.shape)}")
         return p.expand(batch, n_pos)
     if p.ndim != 1 or len(p) != batch or p.is_floating_point():
-        raise ValueError(f"per-row positions must be integers, one per row ({batch}), got shape {tuple(p.shape)} and dtype {p.dtype}")
-    if ((p < -n_pos) | (p >= n_pos)).any(): raise ValueError(f"per-row positions must lie in [-{n_pos}, {n_pos}), got {p.min().item()}..{p.max().item()}")
+        raise ValueError(f"per-row positions must be integers, one per row ({batch}), "
+                         f"got shape {tuple(p.shape)} and dtype {p.dtype}")
+    if ((p < -n_pos) | (p >= n_pos)).any():
+        raise ValueError(f"per-row positions must lie in [-{n_pos}, {n_pos}), "
+                         f"got {p.min().item()}..{p.max().item()}")
     m = torch.zeros(batch, n_pos, dtype=torch.bool, device=device)
     m[torch.arange(batch, device=device), p % n_pos] = True
     return m
 
-def at_positions(x: Float[Tensor, "batch pos ..."], positions: Positions) -> Float[Tensor, "batch ..."]:
-    "The entries of `x` that `positions` selects, one per row (error if a selection picks not exactly one per row)."
+def at_positions(x: Float[Tensor, "batch pos ..."],
+                 positions: Positions) -> Float[Tensor, "batch ..."]:
+    "The entries of `x` that `positions` selects, one per row (else a `ValueError`)."
     m = position_mask(positions, x.shape[0], x.shape[1], x.device)
-    if not (m.sum(1) == 1).all(): raise ValueError("reading needs exactly one position per row; got a selection with several or none")
+    if not (m.sum(1) == 1).all():
+        raise ValueError("reading needs exactly one position per row; "
+                         "got a selection with several or none")
     return x[m]
 
-def upto(positions: Positions, batch: int, n_pos: int, device=None) -> Bool[Tensor, "batch pos"]:
-    "Every position up to and including the one `positions` selects in each row (the causal past of an edit's read-out)."
+def upto(positions: Positions, batch: int, n_pos: int,
+         device=None) -> Bool[Tensor, "batch pos"]:
+    "Each row's positions up to the selected one (the causal past of a read-out)."
     m = position_mask(positions, batch, n_pos, device)
     return m.flip(1).cummax(1).values.flip(1)
 
 # %% ../nbs/03b_interventions.ipynb #1e5bbe56
-Edit = Callable[[Tensor, Tensor], Tensor]  # (selected activations (n, ...), their batch rows (n,)) -> edited activations
+# (selected activations (n, ...), their batch rows (n,)) -> edited activations
+Edit = Callable[[Tensor, Tensor], Tensor]
 
 def _edit_fn(edit: Edit, positions: Positions):
     def fn(act: Tensor) -> Tensor:
@@ -69,7 +83,7 @@ def _edit_fn(edit: Edit, positions: Positions):
 
 @contextmanager
 def intervene(model, hook: str, edit: Edit, positions: Positions = "final") -> Iterator:
-    "Context manager: apply `edit` to the activations at `hook` on `positions`; the hook is always removed."
+    "Context manager: apply `edit` at `hook` on `positions`; the hook is always removed."
     fn = _edit_fn(edit, positions)
     if hasattr(model, "hook_dict"):  # a TransformerBridge: TransformerLens hooks
         check_hooks(model, [hook])
@@ -83,11 +97,13 @@ def check_hooks(model, hooks: list[str]):
     "Raise a `ValueError` naming the closest hooks when `model` lacks one of `hooks`."
     known = set(model.hook_dict)
     for h in hooks:
-        if h not in known: raise ValueError(f"unknown hook name {h!r}; closest: {difflib.get_close_matches(h, sorted(known), n=3)}")
+        if h not in known:
+            raise ValueError(f"unknown hook name {h!r}; closest: "
+                             f"{difflib.get_close_matches(h, sorted(known), n=3)}")
 
 # %% ../nbs/03b_interventions.ipynb #5c78371c
 def _rows_of(v: Tensor, h: Tensor, rows: Tensor) -> Tensor:
-    "`v` (d,) broadcast, or (batch, d) picked per selected row, on `h`'s device and dtype."
+    "`v` of shape (d,), or (batch, d) picked per selected row, on `h`'s device and dtype."
     v = torch.as_tensor(v).to(device=h.device, dtype=h.dtype)
     return v[rows] if v.ndim == 2 else v
 
@@ -97,9 +113,11 @@ def _unit(u) -> Tensor:
     if (n == 0).any(): raise ValueError("cannot ablate along a zero direction")
     return u / n
 
-def add_vector(model, hook: str, vector, scale: float = 1.0, positions: Positions = "final"):
-    "Context manager: add `scale * vector` at `hook` on `positions` (`vector` of shape (d,) or one row per sequence)."
-    return intervene(model, hook, lambda h, rows: h + scale * _rows_of(vector, h, rows), positions)
+def add_vector(model, hook: str, vector, scale: float = 1.0,
+               positions: Positions = "final"):
+    "Context manager: add `scale * vector` ((d,) or (batch, d)) at `hook` on `positions`."
+    return intervene(model, hook, lambda h, rows: h + scale * _rows_of(vector, h, rows),
+                     positions)
 
 def ablate_direction(model, hook: str, direction, positions: Positions = "final"):
     "Context manager: remove the component along `direction` at `hook` on `positions`."
@@ -109,7 +127,8 @@ def ablate_direction(model, hook: str, direction, positions: Positions = "final"
         return h - (h * uu).sum(-1, keepdim=True) * uu
     return intervene(model, hook, edit, positions)
 
-def ablate_and_add(model, hook: str, direction, vector, scale: float = 1.0, positions: Positions = "final"):
+def ablate_and_add(model, hook: str, direction, vector, scale: float = 1.0,
+                   positions: Positions = "final"):
     "Context manager: remove the component along `direction`, then add `scale * vector`."
     u = _unit(direction)
     def edit(h, rows):
@@ -118,23 +137,30 @@ def ablate_and_add(model, hook: str, direction, vector, scale: float = 1.0, posi
     return intervene(model, hook, edit, positions)
 
 # %% ../nbs/03b_interventions.ipynb #754c4bce
-_NATIVE = [  # TransformerLens hook name (and its bridge alias) -> (module path in NativeModel, "pre" input or "post" output)
+# TransformerLens hook name (and its bridge alias) ->
+# (module path in NativeModel, "pre" input or "post" output)
+_NATIVE = [
     (r"blocks\.(\d+)\.hook_(?:resid_pre|in)", "layers.{}", "pre"),
     (r"blocks\.(\d+)\.hook_(?:resid_post|out)", "layers.{}", "post"),
     (r"blocks\.(\d+)\.(?:hook_attn_out|attn\.hook_out)", "layers.{}.attn", "post"),
     (r"blocks\.(\d+)\.(?:hook_mlp_out|mlp\.hook_out)", "layers.{}.mlp", "post"),
 ]
-NATIVE_HOOKS = ("blocks.{l}.hook_resid_pre", "blocks.{l}.hook_resid_post", "blocks.{l}.hook_attn_out", "blocks.{l}.hook_mlp_out")
+NATIVE_HOOKS = ("blocks.{l}.hook_resid_pre", "blocks.{l}.hook_resid_post",
+                "blocks.{l}.hook_attn_out", "blocks.{l}.hook_mlp_out")
 
 @contextmanager
 def _module_hook(model: torch.nn.Module, hook: str, fn: Callable[[Tensor], Tensor]):
-    "Apply `fn` to the activation a TransformerLens hook name denotes, via a PyTorch module hook on a `NativeModel`."
+    "Apply `fn` to the activation a TL hook name denotes, via a NativeModel module hook."
     for pattern, path, kind in _NATIVE:
         if (m := re.fullmatch(pattern, hook)):
             try: module = model.get_submodule(path.format(m.group(1)))
-            except AttributeError: raise ValueError(f"the model has no module {path.format(m.group(1))} for hook {hook!r}") from None
+            except AttributeError:
+                raise ValueError(f"the model has no module {path.format(m.group(1))} "
+                                 f"for hook {hook!r}") from None
             if kind == "pre":
-                handle = module.register_forward_pre_hook(lambda mod, args, kwargs: ((fn(args[0]), *args[1:]), kwargs), with_kwargs=True)
+                handle = module.register_forward_pre_hook(
+                    lambda mod, args, kwargs: ((fn(args[0]), *args[1:]), kwargs),
+                    with_kwargs=True)
             else:
                 def post(mod, args, out):
                     return (fn(out[0]), *out[1:]) if isinstance(out, tuple) else fn(out)
@@ -142,12 +168,13 @@ def _module_hook(model: torch.nn.Module, hook: str, fn: Callable[[Tensor], Tenso
             try: yield model
             finally: handle.remove()
             return
-    raise ValueError(f"hook {hook!r} has no module boundary in a plain NativeModel; supported: {NATIVE_HOOKS}")
+    raise ValueError(f"hook {hook!r} has no module boundary in a plain NativeModel; "
+                     f"supported: {NATIVE_HOOKS}")
 
 # %% ../nbs/03b_interventions.ipynb #9685ec19
 @dataclasses.dataclass(frozen=True)
 class Steer:
-    "A JSON-able intervention: add `scale * vector`, ablate `direction`, or both, at `hook` on `positions`."
+    "A JSON-able edit: add `scale * vector`, ablate `direction`, or both, at `hook`."
     hook: str
     kind: str = "add"  # "add", "ablate" or "ablate_add"
     vector: tuple[float, ...] = ()  # the vector to add (add, ablate_add)
@@ -158,46 +185,63 @@ class Steer:
     def __post_init__(self):
         object.__setattr__(self, "vector", tuple(float(x) for x in self.vector))
         object.__setattr__(self, "direction", tuple(float(x) for x in self.direction))
-        need = {"add": ("vector",), "ablate": ("direction",), "ablate_add": ("vector", "direction")}
-        if self.kind not in need: raise ValueError(f"Steer.kind must be one of {list(need)}, got {self.kind!r}")
+        need = {"add": ("vector",), "ablate": ("direction",),
+                "ablate_add": ("vector", "direction")}
+        if self.kind not in need:
+            raise ValueError(f"Steer.kind must be one of {list(need)}, got {self.kind!r}")
         for f in need[self.kind]:
-            if not getattr(self, f): raise ValueError(f"Steer(kind={self.kind!r}) needs a non-empty {f}")
-        if self.positions not in ("all", "final"): raise ValueError(f"Steer.positions must be 'all' or 'final', got {self.positions!r}")
+            if not getattr(self, f):
+                raise ValueError(f"Steer(kind={self.kind!r}) needs a non-empty {f}")
+        if self.positions not in ("all", "final"):
+            raise ValueError(f"Steer.positions must be 'all' or 'final', "
+                             f"got {self.positions!r}")
 
     def apply(self, model):
         "The context manager that performs this edit on `model`."
         v, u = torch.tensor(self.vector), torch.tensor(self.direction)
-        if self.kind == "add": return add_vector(model, self.hook, v, self.scale, self.positions)
-        if self.kind == "ablate": return ablate_direction(model, self.hook, u, self.positions)
+        if self.kind == "add":
+            return add_vector(model, self.hook, v, self.scale, self.positions)
+        if self.kind == "ablate":
+            return ablate_direction(model, self.hook, u, self.positions)
         return ablate_and_add(model, self.hook, u, v, self.scale, self.positions)
 
     @classmethod
     def from_tensor(cls, hook: str, vector: Tensor, scale: float = 1.0, **kw) -> "Steer":
         "An `add` intervention from a tensor."
-        return cls(hook, "add", tuple(torch.as_tensor(vector).double().tolist()), scale=scale, **kw)
+        return cls(hook, "add", tuple(torch.as_tensor(vector).double().tolist()),
+                   scale=scale, **kw)
 
 # %% ../nbs/03b_interventions.ipynb #bc21b272
 @torch.no_grad()
-def stream_activations(model, inputs: Int[Tensor, "batch pos"], hooks: list[str] | str, positions: Positions | None = None,
-                       batch_size: int = 1024, dtype=torch.float32, **forward_kwargs) -> Iterator[tuple[Tensor, dict[str, Tensor]]]:
-    "Yield `(logits, {hook: activations})` per batch (activations at `positions` if given), on the CPU in `dtype`."
+def stream_activations(model, inputs: Int[Tensor, "batch pos"], hooks: list[str] | str,
+                       positions: Positions | None = None, batch_size: int = 1024,
+                       dtype=torch.float32, **forward_kwargs
+                       ) -> Iterator[tuple[Tensor, dict[str, Tensor]]]:
+    "Yield `(logits, {hook: acts})` per batch on the CPU (at `positions` if given)."
     hooks = [hooks] if isinstance(hooks, str) else list(hooks)
     check_hooks(model, hooks)
     model.eval()
     device = next(model.parameters()).device
     for i in range(0, len(inputs), batch_size):
         x = torch.as_tensor(inputs[i:i + batch_size]).to(device)
-        kw = {k: (v[i:i + batch_size].to(device) if torch.is_tensor(v) else v) for k, v in forward_kwargs.items()}
+        kw = {k: (v[i:i + batch_size].to(device) if torch.is_tensor(v) else v)
+              for k, v in forward_kwargs.items()}
         logits, cache = model.run_with_cache(x, names_filter=hooks, **kw)
-        pos = positions[i:i + batch_size] if torch.is_tensor(positions) or isinstance(positions, np.ndarray) else positions
+        pos = (positions[i:i + batch_size]
+               if torch.is_tensor(positions) or isinstance(positions, np.ndarray)
+               else positions)
         pick = (lambda a: a) if pos is None else (lambda a: at_positions(a, pos))
-        yield pick(logits).detach().float().cpu(), {h: pick(cache[h]).detach().to("cpu", dtype) for h in hooks}
+        yield (pick(logits).detach().float().cpu(),
+               {h: pick(cache[h]).detach().to("cpu", dtype) for h in hooks})
 
-def collect_activations(model, inputs: Int[Tensor, "batch pos"], hooks: list[str] | str, positions: Positions | None = None,
-                        batch_size: int = 1024, dtype=torch.float32, **forward_kwargs) -> tuple[Tensor, dict[str, Tensor]]:
+def collect_activations(model, inputs: Int[Tensor, "batch pos"], hooks: list[str] | str,
+                        positions: Positions | None = None, batch_size: int = 1024,
+                        dtype=torch.float32, **forward_kwargs
+                        ) -> tuple[Tensor, dict[str, Tensor]]:
     "All of `stream_activations`' batches concatenated: `(logits, {hook: activations})`."
     logits, acts = [], {}
-    for lg, a in stream_activations(model, inputs, hooks, positions, batch_size, dtype, **forward_kwargs):
+    for lg, a in stream_activations(model, inputs, hooks, positions, batch_size, dtype,
+                                    **forward_kwargs):
         logits.append(lg)
         for h, v in a.items(): acts.setdefault(h, []).append(v)
     return torch.cat(logits), {h: torch.cat(v) for h, v in acts.items()}

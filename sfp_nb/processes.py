@@ -20,7 +20,7 @@ __all__ = ['PP_Z1R_PARTITION', 'PROCESS_FAMILIES', 'FAMILY_MODULES', 'LOSS_MASKS
 
 # %% ../nbs/02_processes.ipynb #6609627c
 def z1r() -> GHMM:
-    "Zero-one-random process (Crutchfield & Feldman 2003): S0 emits 0 -> S1, S1 emits 1 -> SR, SR emits 0 or 1 (1/2 each) -> S0."
+    "Zero-one-random process (Crutchfield & Feldman 2003): S0 -0-> S1 -1-> SR -0|1-> S0."
     T = np.zeros((2, 3, 3))
     T[0, 0, 1] = 1.0
     T[1, 1, 2] = 1.0
@@ -29,10 +29,12 @@ def z1r() -> GHMM:
 
 # %% ../nbs/02_processes.ipynb #ca837f7d
 def mess3(x: float = 0.15,  # emission noise: the probability of each "wrong" token is x
-          alpha: float = 0.6  # self-transition weight: the probability of the "right" successor
+          alpha: float = 0.6  # self-transition weight: Pr of the "right" successor
           ) -> GHMM:
-    "Mess3 (Marzen & Crutchfield 2017; Shai et al. 2024): 3 states, 3 tokens, a fractal of belief states."
-    if not (0 <= x <= 0.5 and 0 <= alpha <= 1): raise ValueError(f"mess3 needs 0 <= x <= 1/2 and 0 <= alpha <= 1, got x={x}, alpha={alpha}")
+    "Mess3 (Marzen & Crutchfield 2017; Shai et al. 2024), whose beliefs form a fractal."
+    if not (0 <= x <= 0.5 and 0 <= alpha <= 1):
+        raise ValueError(f"mess3 needs 0 <= x <= 1/2 and 0 <= alpha <= 1, "
+                         f"got x={x}, alpha={alpha}")
     b, y = (1 - alpha) / 2, 1 - 2 * x
     ay, bx, by, ax = alpha * y, b * x, b * y, alpha * x
     T = np.array([[[ay, bx, bx], [ax, by, bx], [ax, bx, by]],
@@ -41,8 +43,9 @@ def mess3(x: float = 0.15,  # emission noise: the probability of each "wrong" to
     return GHMM.hmm(T, name=f"Mess3(x={x}, alpha={alpha})")
 
 def rrxor(p1: float = 0.5, p2: float = 0.5) -> GHMM:
-    "Random-random-XOR (Crutchfield & Feldman 2003): two random bits (Pr[0] = p1, p2), then their XOR."
-    T = np.zeros((2, 5, 5))  # states: S (start), 0, 1 (first bit), T, F (the XOR to emit next: 1 or 0)
+    "Random-random-XOR (Crutchfield & Feldman 2003): bits with Pr[0] = p1, p2, their XOR."
+    # states: S (start), 0, 1 (first bit), T, F (the XOR to emit next: 1 or 0)
+    T = np.zeros((2, 5, 5))
     T[0, 0, 1], T[1, 0, 2] = p1, 1 - p1
     T[0, 1, 4], T[1, 1, 3] = p2, 1 - p2
     T[0, 2, 3], T[1, 2, 4] = p2, 1 - p2
@@ -50,7 +53,7 @@ def rrxor(p1: float = 0.5, p2: float = 0.5) -> GHMM:
     return GHMM.hmm(T, name="RRXOR")
 
 def even_process(p: float = 0.5) -> GHMM:
-    "Even process (Crutchfield & Feldman 2003): runs of 1s have even length; A emits 0 (stay, Pr p) or 1 (-> B), B emits 1 (-> A)."
+    "Even process (Crutchfield & Feldman 2003): A -0-> A (Pr p), A -1-> B -1-> A."
     T = np.zeros((2, 2, 2))
     T[0, 0, 0], T[1, 0, 1], T[1, 1, 0] = p, 1 - p, 1.0
     return GHMM.hmm(T, name="even")
@@ -59,8 +62,9 @@ def even_process(p: float = 0.5) -> GHMM:
 PP_Z1R_PARTITION = [[0], [1, 2]]  # span{S0} + span{S1, SR}
 
 def pp_z1r(block_prior: float = 0.5) -> GHMM:
-    "Partition-preserving Z1R-like process of proposal eq. 8, partition span{S0} + span{S1, SR}."
-    if not 0 <= block_prior <= 1: raise ValueError(f"block_prior must lie in [0, 1], got {block_prior}")
+    "Partition-preserving Z1R-like process of proposal eq. 8: span{S0} + span{S1, SR}."
+    if not 0 <= block_prior <= 1:
+        raise ValueError(f"block_prior must lie in [0, 1], got {block_prior}")
     T = np.array([[[1, 0, 0], [0, 0, 0], [0, 0.5, 0]],     # T'_0
                   [[0, 0, 0], [0, 0, 1], [0, 0.5, 0]]])    # T'_1
     eta = np.array([block_prior, (1 - block_prior) / 2, (1 - block_prior) / 2])
@@ -73,7 +77,7 @@ def _kron_all(mats):
     return out
 
 def factored(*processes: GHMM) -> GHMM:
-    "Factored process: the Kronecker product of independent GHMMs (joint token and state row-major)."
+    "Factored process: Kronecker product of independent GHMMs (token, state row-major)."
     if len(processes) < 2: raise ValueError("factored needs at least two processes")
     T = np.stack([_kron_all([p.T[x] for p, x in zip(processes, xs)])
                   for xs in itertools.product(*[range(p.vocab_size) for p in processes])])
@@ -86,99 +90,129 @@ def factored(*processes: GHMM) -> GHMM:
 # %% ../nbs/02_processes.ipynb #0c66cb68
 def _check_prior(prior, sectors):
     prior = np.asarray(prior, dtype=float).reshape(-1)
-    if prior.shape != (len(sectors),): raise ValueError(f"the sector prior needs {len(sectors)} entries (one per sector, row-major), got {prior.size}")
-    if not np.isfinite(prior).all() or (prior < 0).any() or not np.isclose(prior.sum(), 1):
+    if prior.shape != (len(sectors),):
+        raise ValueError(f"the sector prior needs {len(sectors)} entries "
+                         f"(one per sector, row-major), got {prior.size}")
+    if (not np.isfinite(prior).all() or (prior < 0).any()
+            or not np.isclose(prior.sum(), 1)):
         raise ValueError(f"the sector prior must be a probability vector, got {prior}")
     return prior
 
-def is_partition_preserving(T: Float[ndarray, "vocab states states"], sectors, atol: float = 0.0) -> bool:
-    "True when every T(x) maps each sector into itself (eq. 5): no entry links two different sectors."
+def is_partition_preserving(T: Float[ndarray, "vocab states states"], sectors,
+                            atol: float = 0.0) -> bool:
+    "True when each T(x) maps every sector into itself (eq. 5): no cross-sector entry."
     label = np.empty(np.shape(T)[1], dtype=int)
     for k, idx in enumerate(sectors): label[np.asarray(idx)] = k
     cross = label[:, None] != label[None, :]
     return bool((np.abs(np.asarray(T))[:, cross] <= atol).all())
 
 def direct_sum(processes: list[GHMM], prior) -> GHMM:
-    "Block-diagonal direct sum: one of `processes`, chosen once with probability `prior`, runs forever."
-    if len({p.vocab_size for p in processes}) != 1: raise ValueError("a direct sum needs processes on one alphabet")
+    "Block-diagonal direct sum: one of `processes`, drawn once by `prior`, runs forever."
+    if len({p.vocab_size for p in processes}) != 1:
+        raise ValueError("a direct sum needs processes on one alphabet")
     prior = _check_prior(prior, processes)
-    T = np.stack([block_diag(*[p.T[x] for p in processes]) for x in range(processes[0].vocab_size)])
+    T = np.stack([block_diag(*[p.T[x] for p in processes])
+                  for x in range(processes[0].vocab_size)])
     sizes = np.cumsum([0] + [p.n_states for p in processes])
-    return GHMM(T, np.concatenate([w * p.eta for w, p in zip(prior, processes)]), np.concatenate([p.one for p in processes]),
-                name=" + ".join(p.name for p in processes), sectors=[np.arange(a, b) for a, b in zip(sizes[:-1], sizes[1:])])
+    return GHMM(T, np.concatenate([w * p.eta for w, p in zip(prior, processes)]),
+                np.concatenate([p.one for p in processes]),
+                name=" + ".join(p.name for p in processes),
+                sectors=[np.arange(a, b) for a, b in zip(sizes[:-1], sizes[1:])])
 
 # %% ../nbs/02_processes.ipynb #6c164fdb
 def sector_states(partitions: list[list[list[int]]], sigma: tuple[int, ...]) -> ndarray:
-    "Joint (row-major) state indices of sector V_sigma: one subspace I^(f)_sigma(f) per factor."
+    "Joint (row-major) state indices of V_sigma: one subspace I^(f)_sigma(f) per factor."
     dims = [sum(len(b) for b in part) for part in partitions]
     picks = [part[i] for part, i in zip(partitions, sigma)]
-    return np.array([np.ravel_multi_index(s, dims) for s in itertools.product(*picks)], dtype=int)
+    return np.array([np.ravel_multi_index(s, dims) for s in itertools.product(*picks)],
+                    dtype=int)
 
 def _sector_list(partitions):
     return list(itertools.product(*[range(len(p)) for p in partitions]))
 
-def sfp_from_blocks(partitions: list[list[list[int]]],  # per factor, its states split into subspaces
-                    blocks: dict,  # sigma -> transfer matrices (vocab, n_sigma, n_sigma) on the sector's states
+def sfp_from_blocks(partitions: list[list[list[int]]],  # per factor, its subspaces
+                    # sigma -> transfer matrices (vocab, n_sigma, n_sigma) on its states
+                    blocks: dict,
                     prior,  # probability of each sector, row-major over sigma
-                    etas: dict | None = None,  # sigma -> initial vector within the block (default: block-stationary)
-                    vocab_shape: tuple[int, ...] | None = None, name: str = "SFP") -> GHMM:
-    "Semi-Factored Process (proposal eqs. 4-7) from arbitrary per-sector dynamics and a sector prior."
+                    # sigma -> initial vector within the block (default: block-stationary)
+                    etas: dict | None = None,
+                    vocab_shape: tuple[int, ...] | None = None,
+                    name: str = "SFP") -> GHMM:
+    "Semi-Factored Process (proposal eqs. 4-7) from per-sector dynamics and a prior."
     sigmas = _sector_list(partitions)
     prior = _check_prior(prior, sigmas)
     dims = [sum(len(b) for b in part) for part in partitions]
     for f, part in enumerate(partitions):
-        if sorted(s for b in part for s in b) != list(range(dims[f])): raise ValueError(f"partition of factor {f} must cover its states 0..{dims[f]-1} exactly once")
-    if set(blocks) != set(sigmas): raise ValueError(f"blocks must be given for exactly the sectors {sigmas}")
+        if sorted(s for b in part for s in b) != list(range(dims[f])):
+            raise ValueError(f"partition of factor {f} must cover its states "
+                             f"0..{dims[f]-1} exactly once")
+    if set(blocks) != set(sigmas):
+        raise ValueError(f"blocks must be given for exactly the sectors {sigmas}")
     X = {np.shape(b)[0] for b in blocks.values()}
-    if len(X) != 1: raise ValueError(f"all blocks must share one alphabet, got sizes {sorted(X)}")
+    if len(X) != 1:
+        raise ValueError(f"all blocks must share one alphabet, got sizes {sorted(X)}")
     S = int(np.prod(dims))
     T, eta, sectors = np.zeros((X.pop(), S, S)), np.zeros(S), []
     for sigma, p in zip(sigmas, prior):
         idx = sector_states(partitions, sigma)
-        block = GHMM(blocks[sigma], None if etas is None else etas[sigma], name=f"block {sigma}")
-        if block.n_states != len(idx): raise ValueError(f"block {sigma} has {block.n_states} states, its sector has {len(idx)}")
+        block = GHMM(blocks[sigma], None if etas is None else etas[sigma],
+                     name=f"block {sigma}")
+        if block.n_states != len(idx):
+            raise ValueError(f"block {sigma} has {block.n_states} states, "
+                             f"its sector has {len(idx)}")
         T[np.ix_(range(T.shape[0]), idx, idx)] = block.T
         eta[idx] = p * block.eta
         sectors.append(idx)
-    return GHMM(T, eta, name=name, state_shape=tuple(dims), vocab_shape=vocab_shape, sectors=sectors)
+    return GHMM(T, eta, name=name, state_shape=tuple(dims), vocab_shape=vocab_shape,
+                sectors=sectors)
 
 def sfp_from_factors(factors: list[GHMM],  # one partition-preserving process per factor
-                     partitions: list[list[list[int]]],  # per factor, its invariant subspaces
+                     partitions: list[list[list[int]]],  # per factor, invariant subspaces
                      prior,  # probability of each sector, row-major over sigma
                      name: str = "SFP") -> GHMM:
-    "SFP whose in-sector dynamics are the Kronecker product of the factors restricted to the sector."
+    "SFP whose in-sector dynamics are the factors' Kronecker product, restricted to it."
     for f, (p, part) in enumerate(zip(factors, partitions)):
-        if not is_partition_preserving(p.T, part): raise ValueError(f"factor {f} ({p.name}) does not preserve its partition {part}")
+        if not is_partition_preserving(p.T, part):
+            raise ValueError(f"factor {f} ({p.name}) does not preserve its partition "
+                             f"{part}")
     joint = factored(*factors)
     blocks, etas = {}, {}
     for sigma in _sector_list(partitions):
         idx = sector_states(partitions, sigma)
         blocks[sigma] = joint.T[:, idx][:, :, idx]
-        local = _kron_all([f.stationary()[part[i]] / f.stationary()[part[i]].sum() for f, part, i in zip(factors, partitions, sigma)])
+        local = _kron_all([f.stationary()[part[i]] / f.stationary()[part[i]].sum()
+                           for f, part, i in zip(factors, partitions, sigma)])
         etas[sigma] = local
     return sfp_from_blocks(partitions, blocks, prior, etas, joint.vocab_shape, name)
 
 def leak(process: GHMM, epsilon: float) -> GHMM:
-    "Break exact SFP structure: after each token, with probability epsilon the state is redrawn from the stationary vector."
-    if not 0 <= epsilon <= 1: raise ValueError(f"epsilon must lie in [0, 1], got {epsilon}")
-    mix = (1 - epsilon) * np.eye(process.n_states) + epsilon * np.outer(process.one, process.stationary())
-    return GHMM(process.T @ mix, process.eta, process.one, name=f"{process.name} (leak {epsilon:g})",
-                state_shape=process.state_shape, vocab_shape=process.vocab_shape, sectors=process.sectors)
+    "Break SFP structure: w.p. epsilon after each token, redraw the state (stationary)."
+    if not 0 <= epsilon <= 1:
+        raise ValueError(f"epsilon must lie in [0, 1], got {epsilon}")
+    mix = ((1 - epsilon) * np.eye(process.n_states)
+           + epsilon * np.outer(process.one, process.stationary()))
+    return GHMM(process.T @ mix, process.eta, process.one,
+                name=f"{process.name} (leak {epsilon:g})",
+                state_shape=process.state_shape, vocab_shape=process.vocab_shape,
+                sectors=process.sectors)
 
 # %% ../nbs/02_processes.ipynb #e1f0b169
 def pp_z1r_sfp(prior=(0.4, 0.1, 0.1, 0.4)) -> GHMM:
-    "The proposal's SFP: two eq. 8 factors, four sectors V_00, V_01, V_10, V_11 with the given prior."
-    return sfp_from_factors([pp_z1r(), pp_z1r()], [PP_Z1R_PARTITION] * 2, prior, name="PP-Z1R x PP-Z1R")
+    "The proposal's SFP: two eq. 8 factors; sectors V_00, V_01, V_10, V_11 with `prior`."
+    return sfp_from_factors([pp_z1r(), pp_z1r()], [PP_Z1R_PARTITION] * 2, prior,
+                            name="PP-Z1R x PP-Z1R")
 
 # %% ../nbs/02_processes.ipynb #1123839f
 PROCESS_FAMILIES: dict[str, Callable[..., GHMM]] = {}
-FAMILY_MODULES = ("sfp_nb.emworld",)  # modules that register more families; imported on first use
+# modules that register more families; imported on first use
+FAMILY_MODULES = ("sfp_nb.emworld",)
 
 def register_process(name: str | None = None):
-    "Decorator: make a process constructor nameable as `ProcessSpec(name, **params)` (default name: the function's)."
+    "Decorator: a constructor becomes `ProcessSpec(name, **params)` (default: its name)."
     def deco(fn):
         key = name or fn.__name__
-        if key in PROCESS_FAMILIES and PROCESS_FAMILIES[key] is not fn: raise ValueError(f"process family {key!r} is registered twice")
+        if key in PROCESS_FAMILIES and PROCESS_FAMILIES[key] is not fn:
+            raise ValueError(f"process family {key!r} is registered twice")
         PROCESS_FAMILIES[key] = fn
         return fn
     return deco
@@ -191,29 +225,34 @@ def _import_family_modules():
 
 def _family(name: str) -> Callable[..., GHMM]:
     if name not in PROCESS_FAMILIES: _import_family_modules()
-    if name not in PROCESS_FAMILIES: raise ValueError(f"unknown process {name!r}; known processes: {sorted(PROCESS_FAMILIES)}")
+    if name not in PROCESS_FAMILIES:
+        raise ValueError(f"unknown process {name!r}; "
+                         f"known processes: {sorted(PROCESS_FAMILIES)}")
     return PROCESS_FAMILIES[name]
 
 def _frozen(v):
-    "A hashable, JSON-able parameter value: lists become tuples, numpy scalars Python numbers."
+    "A hashable, JSON-able parameter value: lists become tuples, numpy scalars Python's."
     if isinstance(v, (list, tuple, np.ndarray)): return tuple(_frozen(x) for x in v)
     if isinstance(v, np.generic): return v.item()
     if v is None or isinstance(v, (bool, int, float, str)): return v
-    raise ValueError(f"process parameters must be numbers, strings or tuples of them, got {type(v).__name__}")
+    raise ValueError(f"process parameters must be numbers, strings or tuples of them, "
+                     f"got {type(v).__name__}")
 
 # %% ../nbs/02_processes.ipynb #1cbe60bf
 @dataclasses.dataclass(frozen=True)
 class ProcessSpec:
-    "A registered process constructor and its keyword arguments: hashable, JSON round-trip, checked on creation."
+    "A registered constructor and its keyword arguments: hashable, JSON-able, checked."
     name: str
     params: tuple[tuple[str, Any], ...] = ()
 
     def __init__(self, name: str, params: dict | tuple = (), **kwargs):
         items = dict(params, **kwargs)
         try: inspect.signature(_family(name)).bind(**items)
-        except TypeError as e: raise ValueError(f"bad parameters for process {name!r}: {e}") from None
+        except TypeError as e:
+            raise ValueError(f"bad parameters for process {name!r}: {e}") from None
         object.__setattr__(self, "name", name)
-        object.__setattr__(self, "params", tuple(sorted((k, _frozen(v)) for k, v in items.items())))
+        object.__setattr__(self, "params",
+                           tuple(sorted((k, _frozen(v)) for k, v in items.items())))
 
     def build(self) -> GHMM:
         "The process this spec names (built once per spec, then shared)."
@@ -226,14 +265,15 @@ class ProcessSpec:
         "The spec of `to_dict`'s output (or of `dataclasses.asdict`)."
         return cls(d["name"], dict(d.get("params", ())))
 
-    def __str__(self): return f"{self.name}(" + ", ".join(f"{k}={v}" for k, v in self.params) + ")"
+    def __str__(self):
+        return f"{self.name}(" + ", ".join(f"{k}={v}" for k, v in self.params) + ")"
 
 @functools.lru_cache(maxsize=64)
 def _build(spec: ProcessSpec) -> GHMM:
     return _family(spec.name)(**dict(spec.params))
 
 def make_process(spec: ProcessSpec | str) -> GHMM:
-    "The process a `ProcessSpec` (or a registered name, with default parameters) describes."
+    "The process a `ProcessSpec` (or a registered name, default parameters) describes."
     return (spec if isinstance(spec, ProcessSpec) else ProcessSpec(spec)).build()
 
 # %% ../nbs/02_processes.ipynb #c4394629
@@ -249,19 +289,23 @@ def z1r_x_z1r() -> GHMM:
 LOSS_MASKS: dict[str, Callable] = {}
 
 def register_loss_mask(name: str):
-    "Decorator: register `fn(tokens, process) -> bool array (batch, pos)` as the loss mask `name`."
+    "Decorator: register `fn(tokens, process) -> bool (batch, pos)` as loss mask `name`."
     def deco(fn):
-        if name in LOSS_MASKS and LOSS_MASKS[name] is not fn: raise ValueError(f"loss mask {name!r} is registered twice")
+        if name in LOSS_MASKS and LOSS_MASKS[name] is not fn:
+            raise ValueError(f"loss mask {name!r} is registered twice")
         LOSS_MASKS[name] = fn
         return fn
     return deco
 
 def loss_mask(name: str, tokens, process: GHMM) -> np.ndarray:
-    "The boolean mask (batch, pos) of the tokens that count in the loss under rule `name`."
+    "The boolean mask (batch, pos) of the tokens that count in the loss under `name`."
     if name not in LOSS_MASKS: _import_family_modules()
-    if name not in LOSS_MASKS: raise ValueError(f"unknown loss mask {name!r}; known: {sorted(LOSS_MASKS)}")
+    if name not in LOSS_MASKS:
+        raise ValueError(f"unknown loss mask {name!r}; known: {sorted(LOSS_MASKS)}")
     mask = np.asarray(LOSS_MASKS[name](np.asarray(tokens), process), dtype=bool)
-    if mask.shape != np.shape(tokens): raise ValueError(f"loss mask {name!r} returned shape {mask.shape}, tokens have {np.shape(tokens)}")
+    if mask.shape != np.shape(tokens):
+        raise ValueError(f"loss mask {name!r} returned shape {mask.shape}, "
+                         f"tokens have {np.shape(tokens)}")
     return mask
 
-register_loss_mask("all")(lambda tokens, process: np.ones(tokens.shape, dtype=bool))
+register_loss_mask("all")(lambda tokens, process: np.ones(tokens.shape, dtype=bool));

@@ -19,7 +19,8 @@ from transformer_lens.config import TransformerBridgeConfig
 from transformer_lens.model_bridge import TransformerBridge
 import transformer_lens.model_bridge.sources  # registers TransformerBridge.boot_native
 from transformer_lens.model_bridge.sources.native import NativeModel
-from .core import artifact_dir, artifact_root, by_budget, config_hash, progress, show_progress
+from .core import (artifact_dir, artifact_root, by_budget, config_hash, progress,
+                         show_progress)
 from .ghmm import GHMM
 from .interventions import Steer
 from .processes import ProcessSpec, loss_mask, make_process
@@ -32,22 +33,26 @@ __all__ = ['SCHEMA', 'NORMALIZATIONS', 'SHAPE_FIELDS', 'TrainConfig', 'default_c
            'train', 'process_batch', 'load_model', 'train_or_load']
 
 # %% ../nbs/04_training.ipynb #45f6c99a
-SCHEMA = 2  # bump when the meaning of a config field changes: old artifacts are then never loaded
-NORMALIZATIONS = {"LN": "LN", "LNPre": "LNPre", "RMS": "RMS", "RMSPre": "RMSPre", "none": None}
-SHAPE_FIELDS = ("n_layers", "d_model", "n_heads", "d_mlp", "act_fn", "normalization", "n_ctx", "d_vocab")
+# bump when the meaning of a config field changes: old artifacts are then never loaded
+SCHEMA = 2
+NORMALIZATIONS = {"LN": "LN", "LNPre": "LNPre", "RMS": "RMS", "RMSPre": "RMSPre",
+                  "none": None}
+SHAPE_FIELDS = ("n_layers", "d_model", "n_heads", "d_mlp", "act_fn", "normalization",
+                "n_ctx", "d_vocab")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    "Everything that determines a trained model's weights; its hash names the model's artifacts."
-    process: ProcessSpec = ProcessSpec("z1r_x_z1r")  # the world (a registered name is accepted too)
-    seq_len: int = 12  # tokens per training sequence (the model sees BOS + seq_len - 1 of them)
+    "Everything that determines a trained model's weights; its hash names its artifacts."
+    process: ProcessSpec = ProcessSpec("z1r_x_z1r")  # the world (or a registered name)
+    seq_len: int = 12  # tokens per sequence (the model sees BOS + seq_len - 1 of them)
     batch_size: int = 128  # sequences per step
     steps: int = 1000  # optimiser steps
     lr: float = 1e-2  # peak AdamW learning rate
     weight_decay: float = 0.0  # AdamW weight decay
     warmup_steps: int = 30  # linear warm-up from 0 to `lr`
-    schedule: str = "cosine"  # "cosine" (decay to `min_lr_frac * lr`) or "constant" after warm-up
-    min_lr_frac: float = 0.1  # final learning rate as a fraction of `lr` (cosine schedule)
+    # after warm-up: "cosine" (decay to `min_lr_frac * lr`) or "constant"
+    schedule: str = "cosine"
+    min_lr_frac: float = 0.1  # final learning rate as a fraction of `lr` (cosine)
     seed: int = 0  # seeds the weights and every batch
     n_layers: int = 2
     d_model: int = 64
@@ -57,15 +62,20 @@ class TrainConfig:
     normalization: str = "LN"  # a key of `NORMALIZATIONS`
     n_ctx: int = 0  # context length of the model (0: seq_len)
     d_vocab: int = 0  # model vocabulary (0: the process's alphabet + 1 for BOS)
-    data_pool: int = 0  # 0: fresh sequences every step; n > 0: epochs over one fixed pool of n sequences
+    # 0: fresh sequences every step; n > 0: epochs over one fixed pool of n sequences
+    data_pool: int = 0
     loss_mask: str = "all"  # a registered loss-mask rule: which tokens count in the loss
-    init_from: str = ""  # config hash of a cached parent model to start from ("" = fresh initialisation)
-    trainable: str = "all"  # "all", or "adapter" (only a rank-`adapter_rank` adapter on `adapter_layer`'s MLP output)
+    init_from: str = ""  # config hash of a cached parent model ("": fresh initialisation)
+    # "all", or "adapter" (only a rank-`adapter_rank` adapter on the MLP output of block
+    # `adapter_layer` trains)
+    trainable: str = "all"
     adapter_rank: int = 1
     adapter_layer: int = -1  # a block index (negative counts from the end)
-    freeze: tuple[str, ...] = ()  # parameter-name prefixes kept fixed (e.g. "tok_embed", "layers.0")
-    steer: Steer | None = None  # an intervention applied during training (preventative steering); never at evaluation
-    kl_weight: float = 0.0  # weight of the mean KL(parent || model) on sequences of `kl_process`
+    # parameter-name prefixes kept fixed (e.g. "tok_embed", "layers.0")
+    freeze: tuple[str, ...] = ()
+    # an intervention applied during training (preventative steering); never at evaluation
+    steer: Steer | None = None
+    kl_weight: float = 0.0  # weight of the mean KL(parent || model) on `kl_process` data
     kl_process: ProcessSpec | None = None
     schema: int = SCHEMA
 
@@ -73,8 +83,10 @@ class TrainConfig:
         for f in ("process", "kl_process"):
             v = getattr(self, f)
             if isinstance(v, str): object.__setattr__(self, f, ProcessSpec(v))
-            elif isinstance(v, dict): object.__setattr__(self, f, ProcessSpec.from_dict(v))
-        if isinstance(self.steer, dict): object.__setattr__(self, "steer", Steer(**self.steer))
+            elif isinstance(v, dict):
+                object.__setattr__(self, f, ProcessSpec.from_dict(v))
+        if isinstance(self.steer, dict):
+            object.__setattr__(self, "steer", Steer(**self.steer))
         object.__setattr__(self, "freeze", tuple(self.freeze))
 
     @classmethod
@@ -82,18 +94,22 @@ class TrainConfig:
         "The config that `dataclasses.asdict` (or a stored config.json) describes."
         d = dict(d)
         for f in ("process", "kl_process"):
-            if isinstance(d.get(f), dict): d[f] = ProcessSpec(d[f]["name"], dict(d[f]["params"]))
+            if isinstance(d.get(f), dict):
+                d[f] = ProcessSpec(d[f]["name"], dict(d[f]["params"]))
         return cls(**d)
 
 def default_config(process: ProcessSpec | str = "z1r_x_z1r", **overrides) -> TrainConfig:
     "The book's config for `process` at the current budget (fewer steps at smoke)."
     full = TrainConfig(process=process, **overrides)
-    return by_budget(smoke=dataclasses.replace(full, steps=min(full.steps, 300)), full=full)
+    return by_budget(smoke=dataclasses.replace(full, steps=min(full.steps, 300)),
+                     full=full)
 
-def finetune_config(parent: TrainConfig, process: ProcessSpec | str, **changes) -> TrainConfig:
-    "A config that continues `parent`'s cached model on `process` (a fresh AdamW; constant lr, no warm-up unless given)."
-    base = dict(process=process, init_from=config_hash(parent), schedule="constant", warmup_steps=0, data_pool=0,
-                loss_mask="all", trainable="all", freeze=(), steer=None, kl_weight=0.0, kl_process=None)
+def finetune_config(parent: TrainConfig, process: ProcessSpec | str,
+                    **changes) -> TrainConfig:
+    "A config continuing `parent`'s cached model on `process` (fresh AdamW, constant lr)."
+    base = dict(process=process, init_from=config_hash(parent), schedule="constant",
+                warmup_steps=0, data_pool=0, loss_mask="all", trainable="all", freeze=(),
+                steer=None, kl_weight=0.0, kl_process=None)
     return dataclasses.replace(parent, **{**base, **changes})
 
 # %% ../nbs/04_training.ipynb #9614137c
@@ -106,69 +122,98 @@ class RunOptions:
     eval_sequences: int = 4096  # held-out sequences for the final evaluation
     checkpoint_every: int = 250  # steps between resumable checkpoints
     log_every: int = 10  # steps between entries of the loss history
-    eval_every: int = 0  # steps between calls of the callbacks (0: never; else also at the start and the end)
-    callbacks: dict = field(default_factory=dict)  # name -> fn(TrainState) -> dict of numbers, logged under "evals"
+    # steps between calls of the callbacks (0: never; else also at the start and the end)
+    eval_every: int = 0
+    # name -> fn(TrainState) -> dict of numbers, logged under "evals"
+    callbacks: dict = field(default_factory=dict)
 
 def resolve_device(device: str) -> torch.device:
     "The torch device `device` names; 'auto' is CUDA when available, else the CPU."
     if device == "auto": device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available(): raise ValueError(f"device {device!r} asked for, but CUDA is not available")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but CUDA is not available")
     return torch.device(device)
 
 # %% ../nbs/04_training.ipynb #0ed66d05
 def model_inputs(tokens: Int[ndarray, "batch pos"],  # sampled sequences x_0 .. x_{L-1}
                  process: GHMM) -> Int[Tensor, "batch pos"]:
-    "The model's input [BOS, x_0, ..., x_{L-2}] for each sequence (BOS = process.vocab_size)."
+    "The model's input [BOS, x_0, ..., x_{L-2}] per sequence (BOS = process.vocab_size)."
     tokens = torch.as_tensor(np.asarray(tokens), dtype=torch.long)
-    if tokens.ndim != 2: raise ValueError(f"tokens must have shape (batch, pos), got {tuple(tokens.shape)}")
+    if tokens.ndim != 2:
+        raise ValueError(f"tokens must have shape (batch, pos), "
+                         f"got {tuple(tokens.shape)}")
     bos = torch.full((len(tokens), 1), process.vocab_size, dtype=torch.long)
     return torch.cat([bos, tokens[:, :-1]], dim=1)
 
 # %% ../nbs/04_training.ipynb #5c5d5660
 def _check_config(cfg: TrainConfig, process: GHMM):
     if cfg.d_vocab and cfg.d_vocab < process.vocab_size + 1:
-        raise ValueError(f"d_vocab={cfg.d_vocab} is too small for {process.name}: it needs its {process.vocab_size} tokens + 1 BOS = {process.vocab_size + 1}")
+        raise ValueError(f"d_vocab={cfg.d_vocab} is too small for {process.name}: "
+                         f"it needs its {process.vocab_size} tokens + 1 BOS "
+                         f"= {process.vocab_size + 1}")
     if cfg.n_ctx and cfg.seq_len > cfg.n_ctx:
-        raise ValueError(f"seq_len={cfg.seq_len} is longer than the model's context n_ctx={cfg.n_ctx}")
+        raise ValueError(f"seq_len={cfg.seq_len} is longer than the model's context "
+                         f"n_ctx={cfg.n_ctx}")
     if cfg.normalization not in NORMALIZATIONS:
-        raise ValueError(f"normalization must be one of {list(NORMALIZATIONS)}, got {cfg.normalization!r}")
-    if cfg.d_model % cfg.n_heads: raise ValueError(f"d_model={cfg.d_model} is not divisible by n_heads={cfg.n_heads}")
-    if cfg.schedule not in ("cosine", "constant"): raise ValueError(f"schedule must be 'cosine' or 'constant', got {cfg.schedule!r}")
-    if cfg.trainable not in ("all", "adapter"): raise ValueError(f"trainable must be 'all' or 'adapter', got {cfg.trainable!r}")
-    if not -cfg.n_layers <= cfg.adapter_layer < cfg.n_layers: raise ValueError(f"adapter_layer={cfg.adapter_layer} is not a block of a {cfg.n_layers}-layer model")
-    if cfg.kl_weight < 0 or (cfg.kl_weight > 0 and (cfg.kl_process is None or not cfg.init_from)):
-        raise ValueError("a KL penalty needs kl_weight >= 0, a kl_process and a parent (init_from)")
-    for f in ("seq_len", "batch_size", "steps", "n_layers", "d_model", "n_heads", "d_mlp", "adapter_rank"):
-        if getattr(cfg, f) < 1: raise ValueError(f"{f} must be positive, got {getattr(cfg, f)}")
-    if cfg.data_pool < 0 or cfg.warmup_steps < 0 or cfg.lr <= 0: raise ValueError("data_pool and warmup_steps must be >= 0 and lr > 0")
+        raise ValueError(f"normalization must be one of {list(NORMALIZATIONS)}, "
+                         f"got {cfg.normalization!r}")
+    if cfg.d_model % cfg.n_heads:
+        raise ValueError(f"d_model={cfg.d_model} is not divisible by "
+                         f"n_heads={cfg.n_heads}")
+    if cfg.schedule not in ("cosine", "constant"):
+        raise ValueError(f"schedule must be 'cosine' or 'constant', got {cfg.schedule!r}")
+    if cfg.trainable not in ("all", "adapter"):
+        raise ValueError(f"trainable must be 'all' or 'adapter', got {cfg.trainable!r}")
+    if not -cfg.n_layers <= cfg.adapter_layer < cfg.n_layers:
+        raise ValueError(f"adapter_layer={cfg.adapter_layer} is not a block of a "
+                         f"{cfg.n_layers}-layer model")
+    if cfg.kl_weight < 0 or (cfg.kl_weight > 0
+                             and (cfg.kl_process is None or not cfg.init_from)):
+        raise ValueError("a KL penalty needs kl_weight >= 0, a kl_process "
+                         "and a parent (init_from)")
+    for f in ("seq_len", "batch_size", "steps", "n_layers", "d_model", "n_heads", "d_mlp",
+              "adapter_rank"):
+        if getattr(cfg, f) < 1:
+            raise ValueError(f"{f} must be positive, got {getattr(cfg, f)}")
+    if cfg.data_pool < 0 or cfg.warmup_steps < 0 or cfg.lr <= 0:
+        raise ValueError("data_pool and warmup_steps must be >= 0 and lr > 0")
 
-def bridge_config(cfg: TrainConfig, process: GHMM | None = None) -> TransformerBridgeConfig:
+def bridge_config(cfg: TrainConfig,
+                  process: GHMM | None = None) -> TransformerBridgeConfig:
     "The TransformerLens config of the model that `cfg` describes."
     process = make_process(cfg.process) if process is None else process
     _check_config(cfg, process)
     return TransformerBridgeConfig(
-        d_model=cfg.d_model, d_head=cfg.d_model // cfg.n_heads, n_heads=cfg.n_heads, n_layers=cfg.n_layers,
-        n_ctx=cfg.n_ctx or cfg.seq_len, d_vocab=cfg.d_vocab or process.vocab_size + 1, d_mlp=cfg.d_mlp,
-        act_fn=cfg.act_fn, normalization_type=NORMALIZATIONS[cfg.normalization], seed=cfg.seed)
+        d_model=cfg.d_model, d_head=cfg.d_model // cfg.n_heads, n_heads=cfg.n_heads,
+        n_layers=cfg.n_layers, n_ctx=cfg.n_ctx or cfg.seq_len,
+        d_vocab=cfg.d_vocab or process.vocab_size + 1, d_mlp=cfg.d_mlp,
+        act_fn=cfg.act_fn, normalization_type=NORMALIZATIONS[cfg.normalization],
+        seed=cfg.seed)
 
 def build_model(cfg: TrainConfig) -> TransformerBridge:
-    "A freshly initialised (seeded) TL-native transformer for `cfg`, wrapped in a TransformerBridge."
+    "A freshly initialised (seeded) TL-native transformer for `cfg`, in a bridge."
     return TransformerBridge.boot_native(bridge_config(cfg))
 
 # %% ../nbs/04_training.ipynb #d7fcc491
 def _plain_name(name: str) -> str: return name.replace("._original_component", "")
 
 def native_state(model: TransformerBridge) -> dict[str, Tensor]:
-    "The bridge's parameters under the plain `NativeModel` names (what the artifacts store), on the CPU."
-    return {_plain_name(n): p.detach().cpu().clone().contiguous() for n, p in model.named_parameters()}
+    "The bridge's parameters under plain `NativeModel` names (as stored), on the CPU."
+    return {_plain_name(n): p.detach().cpu().clone().contiguous()
+            for n, p in model.named_parameters()}
 
-def load_native_state(model: TransformerBridge, state: dict[str, Tensor]) -> TransformerBridge:
-    "Copy `state` (plain names, as from `native_state`) into the bridge, checking names and shapes."
+def load_native_state(model: TransformerBridge,
+                      state: dict[str, Tensor]) -> TransformerBridge:
+    "Copy `state` (plain names) into the bridge, checking names and shapes."
     params = {_plain_name(n): p for n, p in model.named_parameters()}
     missing, extra = sorted(set(params) - set(state)), sorted(set(state) - set(params))
-    if missing or extra: raise ValueError(f"weights do not fit this model: missing {missing[:4]}, unexpected {extra[:4]}")
+    if missing or extra:
+        raise ValueError(f"weights do not fit this model: missing {missing[:4]}, "
+                         f"unexpected {extra[:4]}")
     for n, p in params.items():
-        if tuple(state[n].shape) != tuple(p.shape): raise ValueError(f"weights do not fit this model: {n} has shape {tuple(state[n].shape)}, expected {tuple(p.shape)}")
+        if tuple(state[n].shape) != tuple(p.shape):
+            raise ValueError(f"weights do not fit this model: {n} has shape "
+                             f"{tuple(state[n].shape)}, expected {tuple(p.shape)}")
     with torch.no_grad():
         for n, p in params.items(): p.copy_(state[n])
     return model
@@ -183,26 +228,29 @@ def plain_twin(model: TransformerBridge) -> NativeModel:
 
 # %% ../nbs/04_training.ipynb #974d3171
 class Adapter(torch.nn.Module):
-    "A rank-r update B A of a linear layer's weight, applied by a forward hook on that layer."
+    "A rank-r update B A of a linear layer's weight, applied by a forward hook."
     def __init__(self, layer: torch.nn.Linear, rank: int, seed: int):
         super().__init__()
         g = torch.Generator().manual_seed(seed)
         d_out, d_in = layer.weight.shape
-        self.A = torch.nn.Parameter((torch.randn(rank, d_in, generator=g) / math.sqrt(d_in)).to(layer.weight))
+        self.A = torch.nn.Parameter(
+            (torch.randn(rank, d_in, generator=g) / math.sqrt(d_in)).to(layer.weight))
         self.B = torch.nn.Parameter(torch.zeros(d_out, rank).to(layer.weight))
-        self.handle = layer.register_forward_hook(lambda mod, args, out: out + (args[0] @ self.A.T) @ self.B.T)
+        self.handle = layer.register_forward_hook(
+            lambda mod, args, out: out + (args[0] @ self.A.T) @ self.B.T)
 
 def _mlp_out(twin: NativeModel, layer: int) -> torch.nn.Linear:
     return twin.layers[layer].mlp.fc_out
 
 def attach_adapter(twin: NativeModel, cfg: TrainConfig) -> Adapter:
-    "Add a rank-`cfg.adapter_rank` adapter on `cfg.adapter_layer`'s MLP output to `twin` (as `twin.adapter`)."
-    twin.adapter = Adapter(_mlp_out(twin, cfg.adapter_layer), cfg.adapter_rank, seed=cfg.seed)
+    "Add a rank-`adapter_rank` adapter on `adapter_layer`'s MLP output as `twin.adapter`."
+    twin.adapter = Adapter(_mlp_out(twin, cfg.adapter_layer), cfg.adapter_rank,
+                           seed=cfg.seed)
     return twin.adapter
 
 @torch.no_grad()
 def merge_adapter(twin: NativeModel, cfg: TrainConfig) -> NativeModel:
-    "Fold the adapter into the MLP output weight and remove it: the twin becomes a plain model again."
+    "Fold the adapter into the MLP output weight and remove it: a plain model again."
     ad = twin.adapter
     _mlp_out(twin, cfg.adapter_layer).weight += ad.B @ ad.A
     ad.handle.remove()
@@ -211,50 +259,65 @@ def merge_adapter(twin: NativeModel, cfg: TrainConfig) -> NativeModel:
 
 # %% ../nbs/04_training.ipynb #5e96c150
 @torch.no_grad()
-def model_log_probs(model, inputs: Int[Tensor, "batch pos"], batch_size: int = 4096) -> Float[Tensor, "batch pos vocab"]:
-    "Log-softmax of the model's logits (on the CPU), computed in batches on the model's device."
+def model_log_probs(model, inputs: Int[Tensor, "batch pos"],
+                    batch_size: int = 4096) -> Float[Tensor, "batch pos vocab"]:
+    "Log-softmax of the model's logits (on the CPU), computed in batches on its device."
     model.eval()
     device = next(model.parameters()).device
-    return torch.cat([F.log_softmax(model(inputs[i:i + batch_size].to(device)).float(), -1).cpu() for i in range(0, len(inputs), batch_size)])
+    return torch.cat([F.log_softmax(model(inputs[i:i + batch_size].to(device)).float(),
+                                    -1).cpu()
+                      for i in range(0, len(inputs), batch_size)])
 
 def evaluate(model, process: GHMM, tokens: Int[ndarray, "batch pos"]) -> dict:
-    "Model and Bayes-optimal loss (nats/token) on the same tokens, overall and per position."
+    "Model and Bayes-optimal loss (nats/token) on the same tokens, also per position."
     tokens = np.asarray(tokens)
     logp = model_log_probs(model, model_inputs(tokens, process))
-    if logp.shape[-1] < process.vocab_size: raise ValueError(f"the model has {logp.shape[-1]} outputs, the process {process.vocab_size} tokens")
-    model_nll = -logp.gather(-1, torch.as_tensor(tokens)[..., None])[..., 0].double().numpy()
+    if logp.shape[-1] < process.vocab_size:
+        raise ValueError(f"the model has {logp.shape[-1]} outputs, "
+                         f"the process {process.vocab_size} tokens")
+    model_nll = (-logp.gather(-1, torch.as_tensor(tokens)[..., None])[..., 0]
+                 .double().numpy())
     p_opt = process.next_token_probs(tokens)
     opt_nll = -np.log(np.take_along_axis(p_opt, tokens[..., None], -1)[..., 0])
     model_pos, opt_pos = model_nll.mean(0), opt_nll.mean(0)
     return {"model_loss": float(model_nll.mean()), "optimal_loss": float(opt_nll.mean()),
             "gap": float(model_nll.mean() - opt_nll.mean()),
-            "model_loss_per_position": model_pos.tolist(), "optimal_loss_per_position": opt_pos.tolist(),
-            "gap_per_position": (model_pos - opt_pos).tolist(), "n_sequences": len(tokens)}
+            "model_loss_per_position": model_pos.tolist(),
+            "optimal_loss_per_position": opt_pos.tolist(),
+            "gap_per_position": (model_pos - opt_pos).tolist(),
+            "n_sequences": len(tokens)}
 
 # %% ../nbs/04_training.ipynb #8afec27d
 def lr_at(cfg: TrainConfig, step: int) -> float:
-    "Learning rate of step `step` (0-based): linear warm-up, then cosine decay or constant."
+    "Learning rate of step `step` (0-based): linear warm-up, then cosine or constant."
     if step < cfg.warmup_steps: return cfg.lr * (step + 1) / cfg.warmup_steps
     if cfg.schedule == "constant": return cfg.lr
     frac = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    return cfg.lr * (cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
+    return cfg.lr * (cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5
+                     * (1 + math.cos(math.pi * min(frac, 1.0))))
 
 def batch_tokens(cfg: TrainConfig, process: GHMM, step: int) -> Int[ndarray, "batch pos"]:
-    "The training sequences of step `step`, a pure function of (cfg.seed, step) (and of the pool, if any)."
-    if not cfg.data_pool: return process.sample(cfg.batch_size, cfg.seq_len, seed=np.random.default_rng([cfg.seed, step]))
-    pool = process.sample(cfg.data_pool, cfg.seq_len, seed=np.random.default_rng([cfg.seed, 2**31, 2]))
+    "The sequences of step `step`: a function of (cfg.seed, step) and the pool, if any."
+    if not cfg.data_pool:
+        return process.sample(cfg.batch_size, cfg.seq_len,
+                              seed=np.random.default_rng([cfg.seed, step]))
+    pool = process.sample(cfg.data_pool, cfg.seq_len,
+                          seed=np.random.default_rng([cfg.seed, 2**31, 2]))
     start = step * cfg.batch_size
     idx = [np.random.default_rng([cfg.seed, 2**31, 3, e]).permutation(cfg.data_pool)[i]
-           for e, i in (divmod(j, cfg.data_pool) for j in range(start, start + cfg.batch_size))]
+           for e, i in (divmod(j, cfg.data_pool)
+                        for j in range(start, start + cfg.batch_size))]
     return pool[idx]
 
-def eval_tokens(cfg: TrainConfig, process: GHMM, n: int = 4096) -> Int[ndarray, "batch pos"]:
+def eval_tokens(cfg: TrainConfig, process: GHMM,
+                n: int = 4096) -> Int[ndarray, "batch pos"]:
     "`n` held-out evaluation sequences (a seed stream no training step uses)."
-    return process.sample(n, cfg.seq_len, seed=np.random.default_rng([cfg.seed, 2**31, 1]))
+    return process.sample(n, cfg.seq_len,
+                          seed=np.random.default_rng([cfg.seed, 2**31, 1]))
 
 # %% ../nbs/04_training.ipynb #58e110d1
 class ArtifactError(RuntimeError):
-    "A cached artifact is corrupt, missing, or does not belong to the config that asked for it."
+    "A cached artifact is corrupt, missing, or of another config than the one asked for."
 
 def _sha256(path: Path) -> str: return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
@@ -262,90 +325,117 @@ def _atomic_write_text(path: Path, text: str):
     tmp = path.with_name(path.name + ".tmp"); tmp.write_text(text); os.replace(tmp, path)
 
 def _atomic_save(tensors: dict, path: Path):
-    tmp = path.with_name(path.name + ".tmp"); save_file(tensors, str(tmp)); os.replace(tmp, path)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp)); os.replace(tmp, path)
 
 def _read_json(path: Path) -> dict:
     try: return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as e: raise ArtifactError(f"{path} is unreadable or corrupt ({e}); delete its folder to retrain") from e
+    except (OSError, json.JSONDecodeError) as e:
+        raise ArtifactError(f"{path} is unreadable or corrupt ({e}); "
+                            "delete its folder to retrain") from e
 
 def _load_tensors(path: Path) -> dict[str, Tensor]:
     try: return load_file(str(path))  # safetensors: plain tensors, never unpickles code
-    except Exception as e: raise ArtifactError(f"{path} is corrupt ({type(e).__name__}: {e}); delete its folder to retrain") from e
+    except Exception as e:
+        raise ArtifactError(f"{path} is corrupt ({type(e).__name__}: {e}); "
+                            "delete its folder to retrain") from e
 
 def _config_json(cfg: TrainConfig): return json.loads(json.dumps(asdict(cfg)))
 
 def _check_artifact_config(folder: Path, cfg: TrainConfig):
     stored = _read_json(folder / "config.json")
     if stored != _config_json(cfg):
-        raise ArtifactError(f"{folder} holds a model of another config (stored {stored}, asked {asdict(cfg)}); delete it to retrain")
+        raise ArtifactError(f"{folder} holds a model of another config (stored {stored}, "
+                            f"asked {asdict(cfg)}); delete it to retrain")
 
 # %% ../nbs/04_training.ipynb #fb79f65f
-def _save_checkpoint(folder: Path, cfg: TrainConfig, twin: NativeModel, opt: torch.optim.Optimizer, step: int, log: dict):
+def _save_checkpoint(folder: Path, cfg: TrainConfig, twin: NativeModel,
+                     opt: torch.optim.Optimizer, step: int, log: dict):
     names = {id(p): n for n, p in twin.named_parameters()}
-    tensors = {f"model.{n}": p.detach().cpu().contiguous() for n, p in twin.named_parameters()}
+    tensors = {f"model.{n}": p.detach().cpu().contiguous()
+               for n, p in twin.named_parameters()}
     opt_steps = {}
     for p, st in opt.state.items():
         n = names[id(p)]
-        tensors[f"opt.{n}.exp_avg"], tensors[f"opt.{n}.exp_avg_sq"] = st["exp_avg"].cpu().contiguous(), st["exp_avg_sq"].cpu().contiguous()
+        tensors[f"opt.{n}.exp_avg"], tensors[f"opt.{n}.exp_avg_sq"] = (
+            st["exp_avg"].cpu().contiguous(), st["exp_avg_sq"].cpu().contiguous())
         opt_steps[n] = float(st["step"])
     _atomic_save(tensors, folder / "checkpoint.safetensors")
-    _atomic_write_text(folder / "checkpoint.json", json.dumps({"config": asdict(cfg), "step": step, "opt_steps": opt_steps, **log,
-                                                               "sha256": _sha256(folder / "checkpoint.safetensors")}))
+    _atomic_write_text(folder / "checkpoint.json", json.dumps(
+        {"config": asdict(cfg), "step": step, "opt_steps": opt_steps, **log,
+         "sha256": _sha256(folder / "checkpoint.safetensors")}))
 
-def _load_checkpoint(folder: Path, cfg: TrainConfig, twin: NativeModel, opt: torch.optim.Optimizer) -> tuple[int, dict]:
+def _load_checkpoint(folder: Path, cfg: TrainConfig, twin: NativeModel,
+                     opt: torch.optim.Optimizer) -> tuple[int, dict]:
     meta = _read_json(folder / "checkpoint.json")
-    if meta.get("config") != _config_json(cfg): raise ArtifactError(f"{folder}/checkpoint.json belongs to another config")
-    if _sha256(folder / "checkpoint.safetensors") != meta["sha256"]: raise ArtifactError(f"{folder}/checkpoint.safetensors does not match its checksum; delete it to restart")
+    if meta.get("config") != _config_json(cfg):
+        raise ArtifactError(f"{folder}/checkpoint.json belongs to another config")
+    if _sha256(folder / "checkpoint.safetensors") != meta["sha256"]:
+        raise ArtifactError(f"{folder}/checkpoint.safetensors does not match its "
+                            "checksum; delete it to restart")
     tensors = _load_tensors(folder / "checkpoint.safetensors")
     with torch.no_grad():
         for n, p in twin.named_parameters():
-            if f"model.{n}" not in tensors or tensors[f"model.{n}"].shape != p.shape: raise ArtifactError(f"checkpoint in {folder} does not fit the model ({n})")
+            if f"model.{n}" not in tensors or tensors[f"model.{n}"].shape != p.shape:
+                raise ArtifactError(f"checkpoint in {folder} does not fit the model "
+                                    f"({n})")
             p.copy_(tensors[f"model.{n}"])
             if n in meta["opt_steps"]:
-                opt.state[p] = {"step": torch.tensor(meta["opt_steps"][n]), "exp_avg": tensors[f"opt.{n}.exp_avg"].to(p.device).clone(),
-                                "exp_avg_sq": tensors[f"opt.{n}.exp_avg_sq"].to(p.device).clone()}
+                opt.state[p] = {
+                    "step": torch.tensor(meta["opt_steps"][n]),
+                    "exp_avg": tensors[f"opt.{n}.exp_avg"].to(p.device).clone(),
+                    "exp_avg_sq": tensors[f"opt.{n}.exp_avg_sq"].to(p.device).clone()}
     return int(meta["step"]), {k: meta[k] for k in ("history", "evals", "seconds")}
 
 # %% ../nbs/04_training.ipynb #74deaccd
 def parent_config(cfg: TrainConfig) -> TrainConfig | None:
-    "The config of `cfg`'s parent model (read from its cached folder), or None for a model trained from scratch."
+    "The config of `cfg`'s parent (from its cached folder); None if trained from scratch."
     if not cfg.init_from: return None
     folder = artifact_root() / "model" / cfg.init_from
     if not (folder / "config.json").exists():
-        raise ArtifactError(f"parent model {cfg.init_from} is not in {folder.parent}: train it first (train_or_load(parent_config))")
+        raise ArtifactError(f"parent model {cfg.init_from} is not in {folder.parent}: "
+                            "train it first (train_or_load(parent_config))")
     parent = TrainConfig.from_dict(_read_json(folder / "config.json"))
     diff = [f for f in SHAPE_FIELDS if getattr(parent, f) != getattr(cfg, f)]
-    if diff: raise ValueError(f"a fine-tune must keep its parent's shape; it changes {diff}")
+    if diff:
+        raise ValueError(f"a fine-tune must keep its parent's shape; it changes {diff}")
     return parent
 
 def initial_model(cfg: TrainConfig) -> TransformerBridge:
-    "The model a run of `cfg` starts from: a seeded initialisation, or its parent's trained weights."
+    "The model a run of `cfg` starts from: a seeded initialisation, or its parent's."
     parent = parent_config(cfg)
     model = build_model(cfg)
-    return model if parent is None else load_native_state(model, native_state(load_model(parent)[0]))
+    return (model if parent is None
+            else load_native_state(model, native_state(load_model(parent)[0])))
 
 # %% ../nbs/04_training.ipynb #10e11a79
 def _trainable(twin: NativeModel, cfg: TrainConfig) -> list[torch.nn.Parameter]:
     "Mark which parameters train under `cfg` (requires_grad) and return them."
     adapter = cfg.trainable == "adapter"
     for n, p in twin.named_parameters():
-        p.requires_grad_((n.startswith("adapter.") if adapter else True) and not any(n.startswith(f) for f in cfg.freeze))
+        p.requires_grad_((n.startswith("adapter.") if adapter else True)
+                         and not any(n.startswith(f) for f in cfg.freeze))
     params = [p for p in twin.parameters() if p.requires_grad]
-    if not params: raise ValueError(f"nothing to train: trainable={cfg.trainable!r}, freeze={cfg.freeze}")
+    if not params:
+        raise ValueError(f"nothing to train: trainable={cfg.trainable!r}, "
+                         f"freeze={cfg.freeze}")
     return params
 
 def _masked_ce(logits: Tensor, targets: Tensor, mask: Tensor | None) -> Tensor:
-    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
-    return ce.mean() if mask is None else (ce * mask.reshape(-1)).sum() / mask.sum().clamp(min=1)
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                         reduction="none")
+    return (ce.mean() if mask is None
+            else (ce * mask.reshape(-1)).sum() / mask.sum().clamp(min=1))
 
 def _kl_to(parent_logits: Tensor, logits: Tensor) -> Tensor:
     "Mean over positions of KL(parent || model) in nats."
     lp, lq = F.log_softmax(parent_logits, -1), F.log_softmax(logits, -1)
     return (lp.exp() * (lp - lq)).sum(-1).mean()
 
-def train_step(twin: NativeModel, opt: torch.optim.Optimizer, inputs: Tensor, targets: Tensor, lr: float,
-               mask: Tensor | None = None, kl: Callable[[], Tensor] | None = None) -> Tensor:
-    "One AdamW step of (masked) next-token cross-entropy, plus an optional penalty `kl()`; returns the (detached) loss."
+def train_step(twin: NativeModel, opt: torch.optim.Optimizer, inputs: Tensor,
+               targets: Tensor, lr: float, mask: Tensor | None = None,
+               kl: Callable[[], Tensor] | None = None) -> Tensor:
+    "One AdamW step on (masked) cross-entropy plus an optional `kl()`; the detached loss."
     for g in opt.param_groups: g["lr"] = lr
     loss = _masked_ce(twin(inputs), targets, mask)
     if kl is not None: loss = loss + kl()
@@ -356,10 +446,11 @@ def train_step(twin: NativeModel, opt: torch.optim.Optimizer, inputs: Tensor, ta
 
 @dataclass
 class TrainState:
-    "What an evaluation callback sees: the step, the model (a bridge with the current weights), the adapter if any."
+    "What an evaluation callback sees: the step, the model (a bridge), any adapter."
     step: int
     model: TransformerBridge
-    adapter: dict | None = None  # {"A": (r, d_mlp), "B": (d_model, r)} tensors of a rank-r adapter
+    # {"A": (r, d_mlp), "B": (d_model, r)} tensors of a rank-r adapter
+    adapter: dict | None = None
 
 # %% ../nbs/04_training.ipynb #99333d26
 @contextlib.contextmanager
@@ -370,25 +461,31 @@ def _threads(n: int | None):
     finally: torch.set_num_threads(old)
 
 @torch.no_grad()
-def _sync(model: TransformerBridge, twin: NativeModel, cfg: TrainConfig) -> TransformerBridge:
+def _sync(model: TransformerBridge, twin: NativeModel,
+          cfg: TrainConfig) -> TransformerBridge:
     "Copy the twin's weights (adapter merged in) into the bridge."
     state = {n: p for n, p in twin.named_parameters() if not n.startswith("adapter.")}
     if cfg.trainable == "adapter":
         w = _mlp_out(twin, cfg.adapter_layer).weight
-        state = {**state, dict((id(p), n) for n, p in twin.named_parameters())[id(w)]: w + twin.adapter.B @ twin.adapter.A}
+        state = {**state, dict((id(p), n) for n, p in twin.named_parameters())[id(w)]:
+                 w + twin.adapter.B @ twin.adapter.A}
     for n, p in model.named_parameters(): p.copy_(state[_plain_name(n)].cpu())
     return model
 
 def _callbacks(run: RunOptions, step: int, model, twin, cfg) -> dict:
-    ad = {"A": twin.adapter.A.detach().cpu().clone(), "B": twin.adapter.B.detach().cpu().clone()} if cfg.trainable == "adapter" else None
+    ad = ({"A": twin.adapter.A.detach().cpu().clone(),
+           "B": twin.adapter.B.detach().cpu().clone()}
+          if cfg.trainable == "adapter" else None)
     state = TrainState(step, _sync(model, twin, cfg).eval(), ad)
-    return {"step": step, **{k: v for name, fn in run.callbacks.items() for k, v in _prefixed(name, fn(state)).items()}}
+    return {"step": step, **{k: v for name, fn in run.callbacks.items()
+                             for k, v in _prefixed(name, fn(state)).items()}}
 
-def _prefixed(name: str, out: dict) -> dict: return {f"{name}.{k}": v for k, v in out.items()}
+def _prefixed(name: str, out: dict) -> dict:
+    return {f"{name}.{k}": v for k, v in out.items()}
 
 def train(cfg: TrainConfig, run: RunOptions | None = None, until: int | None = None,
           folder: Path | None = None) -> tuple[TransformerBridge, dict]:
-    "Train (resuming from a checkpoint in `folder` if there is one) up to step `until`; returns (model, {history, evals, seconds})."
+    "Train (resuming a checkpoint in `folder`) to step `until`: (model, run log)."
     run = run or RunOptions()
     device = resolve_device(run.device)
     process = make_process(cfg.process)
@@ -398,84 +495,120 @@ def train(cfg: TrainConfig, run: RunOptions | None = None, until: int | None = N
     twin = plain_twin(model)
     if cfg.trainable == "adapter": attach_adapter(twin, cfg)
     twin = twin.to(device).train()
-    opt = torch.optim.AdamW(_trainable(twin, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
-    start, log = (_load_checkpoint(folder, cfg, twin, opt) if (folder / "checkpoint.json").exists()
+    opt = torch.optim.AdamW(_trainable(twin, cfg), lr=cfg.lr,
+                            weight_decay=cfg.weight_decay, foreach=True)
+    start, log = (_load_checkpoint(folder, cfg, twin, opt)
+                  if (folder / "checkpoint.json").exists()
                   else (0, {"history": [], "evals": [], "seconds": 0.0}))
-    parent = plain_twin(load_model(parent_config(cfg))[0]).to(device).eval() if cfg.kl_weight > 0 else None
+    parent = (plain_twin(load_model(parent_config(cfg))[0]).to(device).eval()
+              if cfg.kl_weight > 0 else None)
     kl_proc = make_process(cfg.kl_process) if parent is not None else None
     until = cfg.steps if until is None else min(until, cfg.steps)
     with _threads(run.threads):
         t0 = time.perf_counter()
-        if run.eval_every and start == 0 and not log["evals"]: log["evals"].append(_callbacks(run, 0, model, twin, cfg))
-        bar = progress(range(start, until), desc=f"train {cfg.process}", initial=start, total=until,
-                       disable=not (show_progress() if run.progress is None else run.progress))
+        if run.eval_every and start == 0 and not log["evals"]:
+            log["evals"].append(_callbacks(run, 0, model, twin, cfg))
+        bar = progress(range(start, until), desc=f"train {cfg.process}", initial=start,
+                       total=until,
+                       disable=not (show_progress() if run.progress is None
+                                    else run.progress))
         with (cfg.steer.apply(twin) if cfg.steer else contextlib.nullcontext()):
             for step in bar:
                 tokens = batch_tokens(cfg, process, step)
-                mask = None if cfg.loss_mask == "all" else torch.as_tensor(loss_mask(cfg.loss_mask, tokens, process), device=device)
+                mask = (None if cfg.loss_mask == "all"
+                        else torch.as_tensor(loss_mask(cfg.loss_mask, tokens, process),
+                                             device=device))
                 kl = None
                 if parent is not None:
-                    kt = model_inputs(process_batch(kl_proc, cfg, step), kl_proc).to(device)
+                    kt = model_inputs(process_batch(kl_proc, cfg, step),
+                                      kl_proc).to(device)
                     kl = lambda: cfg.kl_weight * _kl_to(parent(kt).detach(), twin(kt))
-                loss = float(train_step(twin, opt, model_inputs(tokens, process).to(device), torch.as_tensor(tokens).to(device),
+                loss = float(train_step(twin, opt,
+                                        model_inputs(tokens, process).to(device),
+                                        torch.as_tensor(tokens).to(device),
                                         lr_at(cfg, step), mask, kl))
                 if step % run.log_every == 0 or step == cfg.steps - 1:
-                    log["history"].append([step, loss]); bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-                if run.eval_every and ((step + 1) % run.eval_every == 0 or step + 1 == cfg.steps):
-                    log["evals"].append(_callbacks(run, step + 1, model, twin, cfg))  # on the bridge: no training-time edit
+                    log["history"].append([step, loss])
+                    bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+                if run.eval_every and ((step + 1) % run.eval_every == 0
+                                       or step + 1 == cfg.steps):
+                    # on the bridge: no training-time edit
+                    log["evals"].append(_callbacks(run, step + 1, model, twin, cfg))
                 if (step + 1) % run.checkpoint_every == 0 or step + 1 == until:
-                    _save_checkpoint(folder, cfg, twin, opt, step + 1, {**log, "seconds": log["seconds"] + time.perf_counter() - t0})
+                    _save_checkpoint(folder, cfg, twin, opt, step + 1,
+                                     {**log, "seconds": log["seconds"]
+                                      + time.perf_counter() - t0})
         bar.close()
         log["seconds"] += time.perf_counter() - t0
-    if cfg.trainable == "adapter": log["adapter"] = {k: v.detach().cpu().tolist() for k, v in (("A", twin.adapter.A), ("B", twin.adapter.B))}
+    if cfg.trainable == "adapter":
+        log["adapter"] = {k: v.detach().cpu().tolist()
+                          for k, v in (("A", twin.adapter.A), ("B", twin.adapter.B))}
     return _sync(model, twin, cfg).eval(), log
 
-def process_batch(process: GHMM, cfg: TrainConfig, step: int) -> Int[ndarray, "batch pos"]:
-    "The KL penalty's sequences of step `step` (a seed stream apart from the training batches)."
-    return process.sample(cfg.batch_size, cfg.seq_len, seed=np.random.default_rng([cfg.seed, 2**31, 4, step]))
+def process_batch(process: GHMM, cfg: TrainConfig,
+                  step: int) -> Int[ndarray, "batch pos"]:
+    "The KL penalty's sequences of step `step` (a seed stream no training batch uses)."
+    return process.sample(cfg.batch_size, cfg.seq_len,
+                          seed=np.random.default_rng([cfg.seed, 2**31, 4, step]))
 
 # %% ../nbs/04_training.ipynb #f21c018d
-def _finish(folder: Path, cfg: TrainConfig, model: TransformerBridge, log: dict, run: RunOptions) -> dict:
+def _finish(folder: Path, cfg: TrainConfig, model: TransformerBridge, log: dict,
+            run: RunOptions) -> dict:
     process = make_process(cfg.process)
-    report = {"config": asdict(cfg), "hash": config_hash(cfg), "train_seconds": log["seconds"], "history": log["history"],
-              "evals": log["evals"], "eval_every": run.eval_every, "callbacks": sorted(run.callbacks),
+    report = {"config": asdict(cfg), "hash": config_hash(cfg),
+              "train_seconds": log["seconds"], "history": log["history"],
+              "evals": log["evals"], "eval_every": run.eval_every,
+              "callbacks": sorted(run.callbacks),
               **({"adapter": log["adapter"]} if "adapter" in log else {}),
               **evaluate(model, process, eval_tokens(cfg, process, run.eval_sequences))}
     _atomic_save(native_state(model), folder / "model.safetensors")
     report["sha256"] = _sha256(folder / "model.safetensors")
-    _atomic_write_text(folder / "config.json", json.dumps(asdict(cfg), indent=1, sort_keys=True))
+    _atomic_write_text(folder / "config.json",
+                       json.dumps(asdict(cfg), indent=1, sort_keys=True))
     _atomic_write_text(folder / "report.json", json.dumps(report, indent=1))
-    for f in ("checkpoint.safetensors", "checkpoint.json"): (folder / f).unlink(missing_ok=True)
+    for f in ("checkpoint.safetensors", "checkpoint.json"):
+        (folder / f).unlink(missing_ok=True)
     return report
 
-def load_model(cfg: TrainConfig, folder: Path | None = None, device: str = "cpu") -> tuple[TransformerBridge, dict]:
-    "The cached model of `cfg` (eval mode, on `device`) and its report; `ArtifactError` if missing, corrupt or mismatched."
+def load_model(cfg: TrainConfig, folder: Path | None = None,
+               device: str = "cpu") -> tuple[TransformerBridge, dict]:
+    "Cached model of `cfg` (eval mode, on `device`) and its report, else `ArtifactError`."
     folder = artifact_dir("model", cfg) if folder is None else Path(folder)
-    if not (folder / "model.safetensors").exists(): raise ArtifactError(f"no trained model in {folder}")
+    if not (folder / "model.safetensors").exists():
+        raise ArtifactError(f"no trained model in {folder}")
     _check_artifact_config(folder, cfg)
     report = _read_json(folder / "report.json")
     if _sha256(folder / "model.safetensors") != report.get("sha256"):
-        raise ArtifactError(f"{folder}/model.safetensors does not match the checksum in report.json; delete the folder to retrain")
-    try: model = load_native_state(build_model(cfg), _load_tensors(folder / "model.safetensors"))
+        raise ArtifactError(f"{folder}/model.safetensors does not match the checksum in "
+                            "report.json; delete the folder to retrain")
+    try:
+        model = load_native_state(build_model(cfg),
+                                  _load_tensors(folder / "model.safetensors"))
     except ValueError as e: raise ArtifactError(f"{folder}: {e}") from e
     device = resolve_device(device)
     return (model if device.type == "cpu" else model.to(device)).eval(), report
 
 def _has_evals(report: dict, run: RunOptions) -> bool:
-    return not run.callbacks or (report.get("eval_every") == run.eval_every and set(report.get("callbacks", ())) >= set(run.callbacks))
+    return not run.callbacks or (
+        report.get("eval_every") == run.eval_every
+        and set(report.get("callbacks", ())) >= set(run.callbacks))
 
-def train_or_load(cfg: TrainConfig, run: RunOptions | None = None, retrain: bool = False) -> tuple[TransformerBridge, dict]:
-    "The model of `cfg` from its artifact folder if trained before, else trained (resuming a checkpoint) and cached."
+def train_or_load(cfg: TrainConfig, run: RunOptions | None = None,
+                  retrain: bool = False) -> tuple[TransformerBridge, dict]:
+    "The model of `cfg` from its artifact folder, or else trained (resuming) and cached."
     run = run or RunOptions()
     folder = artifact_dir("model", cfg)
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one trainer per config; concurrent callers wait, then load its model
+        # one trainer per config; concurrent callers wait, then load its model
+        fcntl.flock(lock, fcntl.LOCK_EX)
         if not retrain and (folder / "model.safetensors").exists():
             model, report = load_model(cfg, folder, run.device)
             if _has_evals(report, run): return model, report
         for f in folder.iterdir():
-            if f.name != ".lock" and (retrain or f.name not in ("checkpoint.json", "checkpoint.safetensors")): f.unlink()
+            if f.name != ".lock" and (retrain or f.name not in
+                                      ("checkpoint.json", "checkpoint.safetensors")):
+                f.unlink()
         model, log = train(cfg, run, folder=folder)
         _finish(folder, cfg, model, log, run)
         return load_model(cfg, folder, run.device)
