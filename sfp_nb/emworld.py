@@ -4,13 +4,13 @@
 
 # %% ../nbs/02a_em_world.ipynb #4e4ef866
 from __future__ import annotations
-import dataclasses
+import dataclasses, inspect
 from dataclasses import dataclass
 import numpy as np
 from jaxtyping import Bool, Float, Int
 from numpy import ndarray
 from .ghmm import GHMM
-from .processes import leak, register_loss_mask, register_process
+from .processes import ProcessSpec, leak, register_loss_mask, register_process
 
 # %% auto #0
 __all__ = ['HEADERS', 'STYLES', 'LABELS', 'TASK_PATTERNS', 'Persona', 'EMLayout', 'em_world', 'em_layout', 'prefix_beliefs',
@@ -223,6 +223,7 @@ def em_world(tasks: tuple = TASK_PATTERNS,  # one period pattern over roles 0/1 
              only_task: int = -1,  # restrict to one task (its index)
              ) -> GHMM:
     "EM world: persona x task sectors, each task with its own misaligned form (see the text)."
+    spec = _own_spec(dict(locals()))  # kept on the process: the metrics rebuild restrictions from it
     tasks, rules, style_rates = tuple(tasks), tuple(rules), tuple(style_rates)
     _check(tasks, rules, style, style_rates, alphabets, persona_states, n_aligned, only_persona,
            only_task, headers, flip=(flip, 1), switch=(switch, 1),
@@ -246,8 +247,14 @@ def em_world(tasks: tuple = TASK_PATTERNS,  # one period pattern over roles 0/1 
                  state_shape=(len(personas) * m, len(tstates)), sectors=_sectors(lay, switch, persona_persists),
                  vocab_shape=(2, C) if styled and not headers else None)
     if eps > 0: g = leak(g, eps)
-    g.layout = lay
+    g.layout, g.spec = lay, spec
     return g
+
+def _own_spec(params: dict) -> ProcessSpec:
+    "The ProcessSpec of an em_world call: its arguments that differ from the defaults."
+    defaults = dict(ProcessSpec("em_world", {k: p.default for k, p in
+                                             inspect.signature(em_world).parameters.items()}).params)
+    return ProcessSpec("em_world", {k: v for k, v in ProcessSpec("em_world", params).params if defaults[k] != v})
 
 def _name(switch: float, persists: bool) -> str:
     if switch == 0: return "EM world (literal SFP)"
