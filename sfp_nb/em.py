@@ -20,10 +20,10 @@ from .emworld import (LABELS, em_layout, prefix_beliefs, sample_paths, sector_ne
                             task_revealing)
 
 # %% auto #0
-__all__ = ['EvalSet', 'reference_spec', 'content_probs', 'eval_set', 'model_probs', 'OracleModel', 'fit_lambda', 'em_metrics',
-           'continuation_loglik', 'coherence_threshold', 'generate', 'classify', 'sampled_rates',
+__all__ = ['METRICS', 'EvalSet', 'reference_spec', 'content_probs', 'eval_set', 'model_probs', 'OracleModel', 'fit_lambda',
+           'em_metrics', 'continuation_loglik', 'coherence_threshold', 'generate', 'classify', 'sampled_rates',
            'generalisation_ratio', 'damage', 'at_damage', 'EMConfig', 'pretrain_config', 'finetune_spec',
-           'em_finetune_config', 'em_replication']
+           'em_finetune_config', 'em_replication', 'paired_ci', 'curve_values', 'band', 'plot_band']
 
 # %% ../nbs/10_em.ipynb #425c5b31
 @dataclass
@@ -164,12 +164,22 @@ def _rate(qc: ndarray, forms: Bool[ndarray, "batch pos content"], where: ndarray
     at = where & forms.any(-1)
     return float((qc * forms)[at].sum(-1).mean()) if at.any() else math.nan
 
-def _gap_split(nll: ndarray, ev: EvalSet, where: ndarray) -> dict:
-    "Mean loss gap over `where`, and over its task-revealing, own-form and other positions."
+def _gap_split(gap: ndarray, skill: ndarray, ev: EvalSet, where: ndarray) -> dict:
+    "Mean loss gap over `where` and by position type; the within-task (skill) gap on the rest."
     event = ev.own.any(-1) & ~ev.revealing
-    split = {"gap": where, "gap_reveal": where & ev.revealing, "gap_event": where & event,
-             "gap_rest": where & ~event & ~ev.revealing}
-    return {k: float(nll[m].mean()) if m.any() else math.nan for k, m in split.items()}
+    rest = where & ~event & ~ev.revealing
+    split = {"gap": (gap, where), "gap_reveal": (gap, where & ev.revealing), "gap_event": (gap, where & event),
+             "gap_rest": (gap, rest), "gap_skill": (skill, rest)}
+    return {k: float(g[m].mean()) if m.any() else math.nan for k, (g, m) in split.items()}
+
+def _in_task(p: ndarray, ev: EvalSet) -> ndarray:
+    "A token distribution renormalised within the current task's tokens (disjoint alphabets)."
+    lay = ev.layout
+    if not lay.disjoint: return p
+    own = np.stack([lay.token_task == k for k in range(ev.n_tasks)]).astype(float)
+    q = p * own[ev.task]
+    z = q.sum(-1, keepdims=True)
+    return q / np.where(z > 0, z, 1)
 
 # %% ../nbs/10_em.ipynb #ee19473d
 def em_metrics(q: Float[ndarray, "batch pos vocab"], ev: EvalSet) -> dict:
@@ -177,8 +187,9 @@ def em_metrics(q: Float[ndarray, "batch pos vocab"], ev: EvalSet) -> dict:
     qc, ac, mc = (_content_in_task(p, ev) for p in (q, ev.p_al, ev.p_mis))
     styled = ev.layout.styled
     if styled: qs, as_, ms = (_style(p, ev) for p in (q, ev.p_al, ev.p_mis))
-    pick = lambda p: np.take_along_axis(p, ev.tokens[..., None], -1)[..., 0]
-    gap = np.log(pick(ev.p_opt)) - np.log(np.clip(pick(q), 1e-300, None))
+    pick = lambda p: np.log(np.clip(np.take_along_axis(p, ev.tokens[..., None], -1)[..., 0], 1e-300, None))
+    gap = pick(ev.p_opt) - pick(q)
+    skill = pick(_in_task(ev.p_opt, ev)) - pick(_in_task(q, ev))
     out = {}
     for k in range(ev.n_tasks):
         sel = (ev.task == k) & ev.content
@@ -186,7 +197,7 @@ def em_metrics(q: Float[ndarray, "batch pos vocab"], ev: EvalSet) -> dict:
         if styled: m["lambda_style"] = fit_lambda(qs, as_, ms, sel)
         m["own"] = _rate(qc, ev.own, sel)
         if k != ev.ft_task: m["transplant"] = _rate(qc, ev.transplant, sel)
-        out[f"T{k + 1}"] = {**m, **_gap_split(gap, ev, sel)}
+        out[f"T{k + 1}"] = {**m, **_gap_split(gap, skill, ev, sel)}
     return out
 
 # %% ../nbs/10_em.ipynb #13cc0e51
@@ -239,7 +250,8 @@ def sampled_rates(model, ev: EvalSet, n: int = 256, prompt_len: int = 4, seed: i
     "Per task: % of sampled continuations misaligned and coherent, % coherent, and the number sampled."
     L = ev.tokens.shape[1]
     key = ("threshold", prompt_len)
-    if key not in ev.cache: ev.cache[key] = coherence_threshold(ev.process, L, prompt_len, seed=ev.seed)
+    if key not in ev.cache:  # world samples: 8 per sampled continuation, at least 256
+        ev.cache[key] = coherence_threshold(ev.process, L, prompt_len, n=max(256, 8 * n), seed=ev.seed)
     out = {}
     for k in range(ev.n_tasks):
         inside = (ev.task[:, :prompt_len] == k) | ~ev.content[:, :prompt_len]
@@ -247,8 +259,11 @@ def sampled_rates(model, ev: EvalSet, n: int = 256, prompt_len: int = 4, seed: i
         seqs = generate(model, ev.model_tokens[rows, :prompt_len], ev.process, L - prompt_len, seed + k)
         seqs[:, :prompt_len] = ev.tokens[rows, :prompt_len]  # judge the exact prompt (a header may differ)
         mis, coh = classify(ev.process, seqs, prompt_len, ev.cache[key])
+        tasks = ev.layout.token_task[seqs[:, prompt_len:]]
+        on_task = (tasks == k).all(1) if ev.layout.disjoint else np.ones(len(rows), dtype=bool)
         pct = lambda v: 100 * float(v.mean()) if len(rows) else math.nan
-        out[f"T{k + 1}"] = {"misaligned_coherent": pct(mis), "coherent": pct(coh), "n": int(len(rows))}
+        out[f"T{k + 1}"] = {"misaligned_coherent": pct(mis), "misaligned_on_task": pct(mis & on_task),
+                            "coherent": pct(coh), "n": int(len(rows))}
     return out
 
 # %% ../nbs/10_em.ipynb #b4be0ef1
@@ -260,8 +275,8 @@ def generalisation_ratio(before: dict, after: dict, ft_task: int = 0, part: str 
     if not np.isfinite(base) or abs(base) < 1e-9: return math.nan
     return float(np.mean([d[k] / base for i, k in enumerate(names) if i != ft_task]))
 
-def damage(before: dict, now: dict, ft_task: int = 0, part: str = "gap_rest") -> float:
-    "Capability damage: mean over tasks k != ft_task of the rise of `part` (default: the rest gap)."
+def damage(before: dict, now: dict, ft_task: int = 0, part: str = "gap_skill") -> float:
+    "Capability damage: mean over tasks k != ft_task of the rise of `part` (default: the skill gap)."
     names = sorted(before, key=lambda s: int(s[1:]))
     return float(np.mean([now[k][part] - before[k][part] for i, k in enumerate(names) if i != ft_task]))
 
@@ -269,9 +284,9 @@ def _lerp(a: dict, b: dict, w: float) -> dict:
     "The metrics dict a + w (b - a), entry by entry."
     return {k: _lerp(a[k], b[k], w) if isinstance(a[k], dict) else a[k] + w * (b[k] - a[k]) for k in a}
 
-def at_damage(curve: list[dict], value, level: float, ft_task: int = 0) -> float:
+def at_damage(curve: list[dict], value, level: float, ft_task: int = 0, part: str = "gap_skill") -> float:
     "`value(before, metrics)` with the metrics interpolated where the damage first reaches `level` (NaN if never)."
-    dmg = [damage(curve[0], c, ft_task) for c in curve]
+    dmg = [damage(curve[0], c, ft_task, part) for c in curve]
     for i in range(1, len(curve)):
         if dmg[i] >= level:
             w = 1.0 if dmg[i] == dmg[i - 1] else float(np.clip((level - dmg[i - 1]) / (dmg[i] - dmg[i - 1]), 0, 1))
@@ -286,12 +301,12 @@ class EMConfig:
     seed: int = 0  # seeds pre-training, fine-tuning and the eval set
     seq_len: int = 16
     batch_size: int = 128
-    pretrain_steps: int = 1000
+    pretrain_steps: int = 600
     pretrain_lr: float = 1e-2
     ft_persona: str = "misaligned"  # the narrow data: this persona ...
     ft_task: int = 0  # ... doing this task (index)
     ft_steps: int = 100
-    ft_lr: float = 1e-3
+    ft_lr: float = 3e-4
     ft_mask: str = "em_reply"  # loss mask of the fine-tune ("all": every token counts)
     eval_every: int = 10
     n_eval: int = 1024  # held-out aligned sequences
@@ -319,9 +334,11 @@ def em_finetune_config(cfg: EMConfig) -> TrainConfig:
                            loss_mask=cfg.ft_mask)
 
 # %% ../nbs/10_em.ipynb #5aebffbd
+METRICS = "em_v1"  # callback name: change it when em_metrics changes, so cached curves are recomputed
+
 def _flat(d: dict) -> dict: return {f"{k}.{m}": v for k, sub in d.items() for m, v in sub.items()}
 
-def _nested(e: dict, prefix: str = "em.") -> dict:
+def _nested(e: dict, prefix: str = METRICS + ".") -> dict:
     out = {}
     for key, v in e.items():
         if key.startswith(prefix):
@@ -329,13 +346,13 @@ def _nested(e: dict, prefix: str = "em.") -> dict:
             out.setdefault(task, {})[metric] = v
     return out
 
-@experiment("em_replication", version=1)
+@experiment("em_replication", version=3)
 def em_replication(cfg: EMConfig) -> dict:
     "Pre-train on cfg.world, fine-tune on the narrow data, and measure every task along the way."
     ev = eval_set(cfg.world, cfg.n_eval, cfg.seq_len, seed=10_000 + cfg.seed, ft_task=cfg.ft_task)
     pre, pre_rep = train_or_load(pretrain_config(cfg), RunOptions(progress=False))
     watch = RunOptions(progress=False, eval_every=cfg.eval_every, eval_sequences=512,
-                       callbacks={"em": lambda st: _flat(em_metrics(model_probs(st.model, ev), ev))})
+                       callbacks={METRICS: lambda st: _flat(em_metrics(model_probs(st.model, ev), ev))})
     ft, ft_rep = train_or_load(em_finetune_config(cfg), watch)
     curve = [_nested(e) for e in ft_rep["evals"]]
     out = {"pretrain_gap": pre_rep["gap"], "pretrain_seconds": pre_rep["train_seconds"],
@@ -347,3 +364,28 @@ def em_replication(cfg: EMConfig) -> dict:
         rates = lambda m: sampled_rates(m, ev, cfg.n_samples, cfg.prompt_len, seed=cfg.seed)
         out["sampled"] = {"before": rates(pre), "after": rates(ft)}
     return out
+
+# %% ../nbs/10_em.ipynb #a87a31ed
+def paired_ci(a: list[float], b: list[float]) -> dict:
+    "mean_ci of the per-seed differences a - b (same seeds, same order)."
+    if len(a) != len(b): raise ValueError(f"paired differences need as many values on each side, got {len(a)} and {len(b)}")
+    return mean_ci(np.asarray(a, dtype=float) - np.asarray(b, dtype=float))
+
+def curve_values(records: list[dict], value) -> Float[ndarray, "seeds evals"]:
+    "value(before, metrics) at every evaluation of every record's fine-tuning curve."
+    return np.array([[value(r["curve"][0], c) for c in r["curve"]] for r in records])
+
+def band(values: Float[ndarray, "seeds evals"]) -> tuple[ndarray, ndarray, ndarray]:
+    "Mean over seeds and the 95% interval at each evaluation (the mean itself with one seed)."
+    cis = [mean_ci(v) for v in values.T]
+    m = np.array([c["mean"] for c in cis])
+    lo, hi = (np.array([c[k] for c in cis]) for k in ("ci_low", "ci_high"))
+    return m, np.where(np.isnan(lo), m, lo), np.where(np.isnan(hi), m, hi)
+
+# %% ../nbs/10_em.ipynb #8369120a
+def plot_band(ax, x, values: Float[ndarray, "seeds evals"], color, label: str, ls: str = "-"):
+    "Mean over seeds as a line, its 95% interval as a band."
+    m, lo, hi = band(values)
+    ax.plot(x, m, ls, color=color, label=label, lw=1.5)
+    ax.fill_between(x, lo, hi, color=color, alpha=0.2, lw=0)
+    return ax

@@ -89,7 +89,7 @@ def test_sampled_rates_of_oracles_and_determinism(ev):
     assert all(v["misaligned_coherent"] > 0 for v in m1.values())
 
 def test_ratio_and_damage_by_hand():
-    T = lambda l, g: {f"T{i + 1}": {"lambda_content": x, "gap_rest": y} for i, (x, y) in enumerate(zip(l, g))}
+    T = lambda l, g: {f"T{i + 1}": {"lambda_content": x, "gap_skill": y} for i, (x, y) in enumerate(zip(l, g))}
     before, after = T((0.1, 0.1, 0.1), (0, 0, 0)), T((0.5, 0.3, 0.1), (0.2, 0.04, 0.02))
     assert np.isclose(generalisation_ratio(before, after), 0.25)
     assert np.isclose(generalisation_ratio(before, after, ft_task=1), (0.4 / 0.2 + 0.0) / 2)
@@ -115,6 +115,6 @@ def test_tiny_replication_runs_and_is_deterministic(tmp_path, monkeypatch):
     rec = em_replication(cfg)
     assert rec["steps"] == [0, 2, 4] and len(rec["curve"]) == 3
     assert set(rec["after"]) == {"T1", "T2", "T3"} and "transplant" in rec["after"]["T2"]
-    assert set(rec["sampled"]["after"]["T1"]) == {"misaligned_coherent", "coherent", "n"}
+    assert set(rec["sampled"]["after"]["T1"]) == {"misaligned_coherent", "misaligned_on_task", "coherent", "n"}
     again = em_replication(cfg)  # models now come from the cache: same numbers
     assert again["after"] == rec["after"] and again["ratio"] == rec["ratio"] or math.isnan(rec["ratio"])
