@@ -28,7 +28,7 @@ class Persona:
     "One persona subspace of an EM world (rates per task)."
     name: str
     label: int  # 0 aligned, 1 misaligned
-    flips: tuple  # per task: probability of its misaligned form where the task's rule applies
+    flips: tuple  # per task: probability of its misaligned form where the rule applies
     style: tuple  # per task: probability of style symbol 1
     header: tuple  # probability of each header (plain, context, trigger)
     tasks: tuple  # p(task | persona)
@@ -36,7 +36,7 @@ class Persona:
 
 # %% ../nbs/02a_em_world.ipynb #f32a1ec3
 def _style_rates(K: int, style: str, rates: tuple) -> list[tuple]:
-    "(aligned, misaligned) style-1 rates per task: the same pair, or alternating ('task')."
+    "(aligned, misaligned) style-1 rates per task: one pair, or alternating ('task')."
     al, mi = rates
     return [(al, mi) if style != "task" or k % 2 == 0 else (mi, al) for k in range(K)]
 
@@ -44,22 +44,26 @@ def _personas(K, flip, style, style_rates, p_misaligned, corr, mix, n_aligned,
               misaligned_per_task, context_rate, trigger_rate) -> list[Persona]:
     "The persona table of an EM world (before any restriction)."
     rates = _style_rates(K, style, style_rates)
-    def st(lab, on):  # style rate per task: the label's own where `on`, else the aligned one
-        return tuple((1 - mix) * r[lab] + mix * r[1 - lab] if on[k] else (1 - mix) * r[0] + mix * r[1]
-                     for k, r in enumerate(rates))
+    def st(lab, on):  # per task: the label's own style rate where `on`, else aligned
+        own = lambda r, i: (1 - mix) * r[i] + mix * r[1 - i]
+        return tuple(own(r, lab) if on[k] else own(r, 0) for k, r in enumerate(rates))
     fl = lambda on: tuple((1 - mix) * flip if on[k] else mix * flip for k in range(K))
     home = lambda h: tuple((1 - corr) / K + corr * (k == h) for k in range(K))
     only = lambda j: tuple(k == j for k in range(K))
     w_al = 1 - p_misaligned - context_rate
-    if w_al < 0: raise ValueError(f"p_misaligned + context_rate must be <= 1, got {p_misaligned + context_rate}")
+    if w_al < 0:
+        raise ValueError(f"p_misaligned + context_rate must be <= 1, got {1 - w_al}")
     none, every = (False,) * K, (True,) * K
-    out = [Persona("aligned" + (str(j + 1) if n_aligned > 1 else ""), 0, fl(none), st(0, every),
-                   (1.0, 0.0, 0.0), (1 / K,) * K, w_al / n_aligned) for j in range(n_aligned)]
+    name = lambda j: "aligned" + (str(j + 1) if n_aligned > 1 else "")
+    out = [Persona(name(j), 0, fl(none), st(0, every), (1.0, 0.0, 0.0), (1 / K,) * K,
+                   w_al / n_aligned) for j in range(n_aligned)]
     bad = (1 - trigger_rate, 0.0, trigger_rate)
     if misaligned_per_task:
-        out += [Persona(f"misaligned{j + 1}", 1, fl(only(j)), st(1, only(j)), bad, home(j),
-                        p_misaligned / K) for j in range(K)]
-    else: out.append(Persona("misaligned", 1, fl(every), st(1, every), bad, home(0), p_misaligned))
+        out += [Persona(f"misaligned{j + 1}", 1, fl(only(j)), st(1, only(j)), bad,
+                        home(j), p_misaligned / K) for j in range(K)]
+    else:
+        out.append(Persona("misaligned", 1, fl(every), st(1, every), bad, home(0),
+                           p_misaligned))
     if context_rate > 0:
         out.append(Persona("context", 0, fl(only(0)), st(0, every), (0.0, 1.0, 0.0),
                            tuple(map(float, only(0))), context_rate))
@@ -68,7 +72,8 @@ def _personas(K, flip, style, style_rates, p_misaligned, corr, mix, n_aligned,
 # %% ../nbs/02a_em_world.ipynb #204c2e56
 def _task_states(patterns: tuple, headers: bool) -> list[tuple[int, int]]:
     "(task, phase) of every task state; phase -1 is a task's start (header) state."
-    return [(k, f) for k, pat in enumerate(patterns) for f in range(-1 if headers else 0, len(pat))]
+    first = -1 if headers else 0
+    return [(k, f) for k, pat in enumerate(patterns) for f in range(first, len(pat))]
 
 def _emission_row(p: Persona, j: int, m: int, k: int, f: int, patterns, rules, C: int,
                   styled: bool, V: int) -> ndarray:
@@ -88,12 +93,13 @@ def _emission_row(p: Persona, j: int, m: int, k: int, f: int, patterns, rules, C
     return e
 
 # %% ../nbs/02a_em_world.ipynb #f0daf195
-def _transitions(personas, prior, tstates, patterns, m, stay, switch, persists) -> ndarray:
-    "Transition matrix M[s, s'] over states (persona, persona state, task state), row-major."
+def _transitions(personas, prior, tstates, patterns, m, stay, switch, persists):
+    "Transition matrix M[s, s'] over (persona, persona state, task state), row-major."
     P, nv, K = len(personas), len(tstates), len(patterns)
     tk = np.array([k for k, _ in tstates]); ph = np.array([f for _, f in tstates])
     J = np.eye(m) if m == 1 else stay * np.eye(m) + (1 - stay) * (1 - np.eye(m)) / (m - 1)
-    enter = np.stack([np.where((tk == k) & (ph >= 0), 1 / len(patterns[k]), 0.0) for k in range(K)])
+    enter = np.stack([np.where((tk == k) & (ph >= 0), 1 / len(patterns[k]), 0.0)
+                      for k in range(K)])  # a new episode of task k: uniform phase
     q = prior / np.maximum(prior.sum(1, keepdims=True), 1e-300)  # p(task | persona)
     M = np.zeros((P, m, nv, P, m, nv))
     for p in range(P):
@@ -115,7 +121,7 @@ def _transitions(personas, prior, tstates, patterns, m, stay, switch, persists) 
 # %% ../nbs/02a_em_world.ipynb #d49b6f28
 @dataclass
 class EMLayout:
-    "What each state and token of an EM world means (attached to the process as `.layout`)."
+    "What each state and token of an EM world means (the process's `.layout`)."
     personas: list
     patterns: tuple
     rules: tuple
@@ -126,9 +132,9 @@ class EMLayout:
     persona_of_state: ndarray  # index into `personas`
     task_of_state: ndarray
     phase_of_state: ndarray  # -1: a start (header) state
-    token_style: ndarray  # style bit of each token (-1: header; 0 without a style channel)
+    token_style: ndarray  # style bit of each token (-1: header; 0 without style)
     token_content: ndarray  # content symbol of each token (-1: header)
-    token_task: ndarray  # task whose alphabet holds the token (-1: shared alphabet or header)
+    token_task: ndarray  # task whose alphabet holds the token (-1: shared or header)
 
     @property
     def n_tasks(self) -> int: return len(self.patterns)
@@ -142,11 +148,11 @@ class EMLayout:
 
     def header_token(self, name: str) -> int:
         "The token of header `name` ('plain', 'context' or 'trigger')."
-        if not self.headers: raise ValueError("this EM world has no header tokens (headers=False)")
+        if not self.headers: raise ValueError("this EM world has no headers")
         return int(np.flatnonzero(self.token_content < 0)[HEADERS.index(name)])
 
 # %% ../nbs/02a_em_world.ipynb #e387bfd5
-def _layout(personas, patterns, rules, tstates, m, disjoint, styled, headers, V) -> EMLayout:
+def _layout(personas, patterns, rules, tstates, m, disjoint, styled, headers, V):
     nv = len(tstates)
     pers = np.repeat(np.arange(len(personas)), m * nv)
     C = 2 * len(patterns) if disjoint else 2
@@ -161,75 +167,82 @@ def _layout(personas, patterns, rules, tstates, m, disjoint, styled, headers, V)
                     np.where(main & disjoint, content // 2, -1))
 
 # %% ../nbs/02a_em_world.ipynb #0e367c75
-def _check(tasks, rules, style, style_rates, alphabets, persona_states, n_aligned, only_persona,
-           only_task, headers, **rates):
-    "ValueError naming the first bad setting of an EM world."
-    flip, context_rate, trigger_rate = (rates[k][0] for k in ("flip", "context_rate", "trigger_rate"))
+def _check(tasks, rules, style, style_rates, alphabets, persona_states, n_aligned,
+           only_persona, only_task, headers, **rates):
+    "ValueError naming the first bad setting (`rates`: name=(value, maximum))."
+    flip, context, trigger = (rates[k][0] for k in ("flip", "context_rate",
+                                                     "trigger_rate"))
     K = len(tasks)
     if K < 1: raise ValueError("an EM world needs at least one task")
     for p in tasks:
         if not isinstance(p, str) or not p or set(p) - {"0", "1"}:
             raise ValueError(f"a task is a period pattern over '0' and '1', got {p!r}")
     if len(rules) != K or any(r not in ("01", "10") for r in rules):
-        raise ValueError(f"rules needs one of '01' / '10' per task ({K} tasks), got {rules}")
+        raise ValueError(f"rules needs '01' or '10' for each of {K} tasks, got {rules}")
     for name, (v, hi) in rates.items():
-        if not (np.isfinite(v) and 0 <= v <= hi): raise ValueError(f"{name} must lie in [0, {hi}], got {v}")
-    if style not in STYLES: raise ValueError(f"style must be one of {STYLES}, got {style!r}")
+        if not (np.isfinite(v) and 0 <= v <= hi):
+            raise ValueError(f"{name} must lie in [0, {hi}], got {v}")
+    if style not in STYLES:
+        raise ValueError(f"style must be one of {STYLES}, got {style!r}")
     if alphabets not in ("disjoint", "shared"):
         raise ValueError(f"alphabets must be 'disjoint' or 'shared', got {alphabets!r}")
     if len(style_rates) != 2 or not all(0 <= r <= 1 for r in style_rates):
-        raise ValueError(f"style_rates must be two probabilities (aligned, misaligned), got {style_rates}")
+        raise ValueError(f"style_rates must be two probabilities, got {style_rates}")
     if persona_states < 1 or n_aligned < 1:
-        raise ValueError(f"persona_states and n_aligned must be >= 1, got {persona_states}, {n_aligned}")
+        raise ValueError("persona_states and n_aligned must be >= 1, "
+                         f"got {persona_states}, {n_aligned}")
     if flip * 2 * persona_states / (persona_states + 1) > 1:
-        raise ValueError(f"flip={flip} is too large for persona_states={persona_states} (a rate above 1)")
+        raise ValueError(f"flip={flip} is too large for persona_states={persona_states}")
     if only_persona not in ("",) + LABELS:
-        raise ValueError(f"only_persona must be '', 'aligned' or 'misaligned', got {only_persona!r}")
-    if not -1 <= only_task < K: raise ValueError(f"only_task must be -1 or a task index below {K}, got {only_task}")
-    if (context_rate > 0 or trigger_rate > 0) and not headers:
+        raise ValueError(f"only_persona must be '' or in {LABELS}, got {only_persona!r}")
+    if not -1 <= only_task < K:
+        raise ValueError(f"only_task must be -1 or a task below {K}, got {only_task}")
+    if (context > 0 or trigger > 0) and not headers:
         raise ValueError("context_rate and trigger_rate need headers=True")
 
 # %% ../nbs/02a_em_world.ipynb #3c86ff78
-def _restricted_prior(personas: list[Persona], only_persona: str, only_task: int) -> ndarray:
+def _restricted_prior(personas: list[Persona], only_persona: str, only_task: int):
     "Prior over (persona, task), restricted to one label and/or task, normalised."
     prior = np.array([[p.weight * q for q in p.tasks] for p in personas])
     if only_persona: prior[[LABELS[p.label] != only_persona for p in personas]] = 0
     if only_task >= 0: prior[:, np.arange(prior.shape[1]) != only_task] = 0
-    if prior.sum() <= 0: raise ValueError("the restriction leaves no persona and task with positive probability")
+    if prior.sum() <= 0: raise ValueError("the restriction leaves no persona-task pair")
     return prior / prior.sum()
 
 # %% ../nbs/02a_em_world.ipynb #0438478e
 @register_process("em_world")
 def em_world(tasks: tuple = TASK_PATTERNS,  # one period pattern over roles 0/1 per task
-             rules: tuple = ("10", "01", "01"),  # per task "ab": misaligned emits role b where role a is due
-             flip: float = 0.3,  # probability of the misaligned form where a task's rule applies
-             alphabets: str = "disjoint",  # "disjoint" (two symbols per task) or "shared" ({0, 1})
-             switch: float = 0.0,  # per-token probability that an episode of another task begins
-             persona_persists: bool = True,  # False: persona redrawn at every episode (control)
+             rules: tuple = ("10", "01", "01"),  # "ab": misaligned: role b where a is due
+             flip: float = 0.3,  # probability of the misaligned form where a rule applies
+             alphabets: str = "disjoint",  # "disjoint" (two symbols per task) or "shared"
+             switch: float = 0.0,  # per-token probability that a new episode begins
+             persona_persists: bool = True,  # False: persona redrawn at every episode
              style: str = "off",  # persona style channel: "off", "shared" or "task"
-             style_rates: tuple = (0.2, 0.6),  # style-1 rate of the aligned, misaligned persona
+             style_rates: tuple = (0.2, 0.6),  # style-1 rate: aligned, misaligned persona
              p_misaligned: float = 0.2,  # prior weight of the misaligned persona(s)
-             corr: float = 0.0,  # persona-task correlation (misaligned persona's home: task 1)
-             mix: float = 0.0,  # mixing of the personas' rates (0 distinct, 1/2 identical)
+             corr: float = 0.0,  # persona-task correlation (misaligned's home: task 1)
+             mix: float = 0.0,  # mixing of the personas' rates (0 distinct, 1/2 same)
              persona_states: int = 1,  # states per persona subspace
-             persona_stay: float = 0.9,  # probability a persona's internal state stays put
+             persona_stay: float = 0.9,  # probability a persona's state stays put
              n_aligned: int = 1,  # aligned persona subspaces
-             misaligned_per_task: bool = False,  # one misaligned persona per task, only there
+             misaligned_per_task: bool = False,  # one misaligned persona per task
              eps: float = 0.0,  # leakage between sectors (processes.leak)
-             headers: bool = False,  # a header token (plain/context/trigger) opens a sequence
-             context_rate: float = 0.0,  # weight of the aligned "context" persona (educational)
-             trigger_rate: float = 0.0,  # probability the misaligned persona opens with "trigger"
-             only_persona: str = "",  # restrict to one persona label: "aligned" / "misaligned"
+             headers: bool = False,  # a header (plain/context/trigger) opens a sequence
+             context_rate: float = 0.0,  # weight of the aligned "context" persona
+             trigger_rate: float = 0.0,  # P(misaligned persona opens with "trigger")
+             only_persona: str = "",  # restrict to one label: "aligned"/"misaligned"
              only_task: int = -1,  # restrict to one task (its index)
              ) -> GHMM:
-    "EM world: persona x task sectors, each task with its own misaligned form (see the text)."
-    spec = _own_spec(dict(locals()))  # kept on the process: the metrics rebuild restrictions from it
+    "EM world: persona x task sectors, each task with its own misaligned form (see text)."
+    spec = _own_spec(dict(locals()))  # kept on the process: metrics rebuild restrictions
     tasks, rules, style_rates = tuple(tasks), tuple(rules), tuple(style_rates)
-    _check(tasks, rules, style, style_rates, alphabets, persona_states, n_aligned, only_persona,
-           only_task, headers, flip=(flip, 1), switch=(switch, 1),
-           p_misaligned=(p_misaligned, 1), corr=(corr, 1), mix=(mix, 0.5), persona_stay=(persona_stay, 1),
-           eps=(eps, 1), context_rate=(context_rate, 1), trigger_rate=(trigger_rate, 1))
-    K, m, disjoint, styled = len(tasks), int(persona_states), alphabets == "disjoint", style != "off"
+    _check(tasks, rules, style, style_rates, alphabets, persona_states, n_aligned,
+           only_persona, only_task, headers, flip=(flip, 1), switch=(switch, 1),
+           p_misaligned=(p_misaligned, 1), corr=(corr, 1), mix=(mix, 0.5),
+           persona_stay=(persona_stay, 1), eps=(eps, 1), context_rate=(context_rate, 1),
+           trigger_rate=(trigger_rate, 1))
+    K, m = len(tasks), int(persona_states)
+    disjoint, styled = alphabets == "disjoint", style != "off"
     personas = _personas(K, flip, style, style_rates, p_misaligned, corr, mix, n_aligned,
                          misaligned_per_task, context_rate, trigger_rate)
     prior = _restricted_prior(personas, only_persona, only_task)
@@ -238,13 +251,16 @@ def em_world(tasks: tuple = TASK_PATTERNS,  # one period pattern over roles 0/1 
     V = C * (2 if styled else 1) + (len(HEADERS) if headers else 0)
     E = np.array([_emission_row(p, j, m, k, f, tasks, rules, C, styled, V)
                   for p in personas for j in range(m) for k, f in tstates])
-    M = _transitions(personas, prior, tstates, tasks, m, persona_stay, switch, persona_persists)
+    M = _transitions(personas, prior, tstates, tasks, m, persona_stay, switch,
+                     persona_persists)
     lay = _layout(personas, tasks, rules, tstates, m, disjoint, styled, headers, V)
     first = (lay.phase_of_state < 0) if headers else (lay.phase_of_state >= 0)
     period = np.array([len(tasks[k]) for k in lay.task_of_state])
-    eta = prior[lay.persona_of_state, lay.task_of_state] * first / (m if headers else m * period)
+    per_state = m if headers else m * period  # start states, or persona states x phases
+    eta = prior[lay.persona_of_state, lay.task_of_state] * first / per_state
     g = GHMM.hmm(np.einsum("sx,st->xst", E, M), eta, name=_name(switch, persona_persists),
-                 state_shape=(len(personas) * m, len(tstates)), sectors=_sectors(lay, switch, persona_persists),
+                 state_shape=(len(personas) * m, len(tstates)),
+                 sectors=_sectors(lay, switch, persona_persists),
                  vocab_shape=(2, C) if styled and not headers else None)
     if eps > 0: g = leak(g, eps)
     g.layout, g.spec = lay, spec
@@ -252,42 +268,48 @@ def em_world(tasks: tuple = TASK_PATTERNS,  # one period pattern over roles 0/1 
 
 def _own_spec(params: dict) -> ProcessSpec:
     "The ProcessSpec of an em_world call: its arguments that differ from the defaults."
-    defaults = dict(ProcessSpec("em_world", {k: p.default for k, p in
-                                             inspect.signature(em_world).parameters.items()}).params)
-    return ProcessSpec("em_world", {k: v for k, v in ProcessSpec("em_world", params).params if defaults[k] != v})
+    sig = inspect.signature(em_world).parameters
+    defaults = {k: v.default for k, v in sig.items()}
+    defaults = dict(ProcessSpec("em_world", defaults).params)
+    given = ProcessSpec("em_world", params).params
+    return ProcessSpec("em_world", {k: v for k, v in given if defaults[k] != v})
 
 def _name(switch: float, persists: bool) -> str:
     if switch == 0: return "EM world (literal SFP)"
-    return f"EM world (episodes, switch {switch:g}" + (")" if persists else ", persona redrawn)")
+    redrawn = "" if persists else ", persona redrawn"
+    return f"EM world (episodes, switch {switch:g}{redrawn})"
 
 def _sectors(lay: EMLayout, switch: float, persists: bool) -> list | None:
-    "Invariant blocks: (persona, task) in the literal SFP, personas in episodes, none in the control."
+    "Invariant blocks: (persona, task) in the literal SFP, personas in episodes."
     P, K = len(lay.personas), lay.n_tasks
     if switch == 0:
         return [np.flatnonzero((lay.persona_of_state == p) & (lay.task_of_state == k))
                 for p in range(P) for k in range(K)]
-    return [np.flatnonzero(lay.persona_of_state == p) for p in range(P)] if persists else None
+    if not persists: return None
+    return [np.flatnonzero(lay.persona_of_state == p) for p in range(P)]
 
 # %% ../nbs/02a_em_world.ipynb #484fd7d1
 def em_layout(process: GHMM) -> EMLayout:
     "The layout of an EM world; ValueError for any other process."
     lay = getattr(process, "layout", None)
-    if not isinstance(lay, EMLayout): raise ValueError(f"{process.name} is not an EM world (build it with em_world)")
+    if not isinstance(lay, EMLayout):
+        raise ValueError(f"{process.name} is not an EM world (build it with em_world)")
     return lay
 
-def prefix_beliefs(process: GHMM, tokens: Int[ndarray, "batch pos"]) -> Float[ndarray, "batch pos states"]:
-    "Belief over the state that emits token t, given tokens[:, :t] (index t: before token t)."
+def prefix_beliefs(process: GHMM, tokens: Int[ndarray, "batch pos"]
+                   ) -> Float[ndarray, "batch pos states"]:
+    "Belief over the state emitting token t, given tokens[:, :t] (index t: before it)."
     return process.beliefs(tokens, initial=True)[:, :-1]
 
 # %% ../nbs/02a_em_world.ipynb #6840980a
 def decode(process: GHMM, tokens) -> list[str]:
-    "Human-readable rows: each token as task:role (disjoint alphabets) or its role, s for style 1."
+    "Readable rows: tokens as task:role (disjoint alphabets) or role; s marks style 1."
     lay = em_layout(process)
-    names = []
+    n_main, names = int((lay.token_content >= 0).sum()), []
     for x in range(process.vocab_size):
-        c = lay.token_content[x]
-        if c < 0: names.append("<" + HEADERS[x - int((lay.token_content >= 0).sum())] + ">")
-        else: names.append((f"{c // 2 + 1}:{c % 2}" if lay.disjoint else f"{c}") + ("s" if lay.token_style[x] else ""))
+        c, s = lay.token_content[x], "s" if lay.token_style[x] == 1 else ""
+        if c < 0: names.append("<" + HEADERS[x - n_main] + ">")
+        else: names.append((f"{c // 2 + 1}:{c % 2}" if lay.disjoint else f"{c}") + s)
     return [" ".join(names[x] for x in row) for row in np.atleast_2d(tokens)]
 
 # %% ../nbs/02a_em_world.ipynb #83b7714a
@@ -296,17 +318,19 @@ def persona_posterior(process: GHMM, tokens, beliefs=None) -> Float[ndarray, "ba
     b = (prefix_beliefs(process, tokens) if beliefs is None else beliefs) * process.one
     return b[..., em_layout(process).label_of_state == 1].sum(-1)
 
-def task_posterior(process: GHMM, tokens, beliefs=None) -> Float[ndarray, "batch pos tasks"]:
+def task_posterior(process: GHMM, tokens, beliefs=None) -> Float[ndarray, "batch pos K"]:
     "P(token t belongs to task k | tokens[:, :t])."
     lay = em_layout(process)
     b = (prefix_beliefs(process, tokens) if beliefs is None else beliefs) * process.one
-    return np.stack([b[..., lay.task_of_state == k].sum(-1) for k in range(lay.n_tasks)], -1)
+    return np.stack([b[..., lay.task_of_state == k].sum(-1) for k in range(lay.n_tasks)],
+                    -1)
 
-def sector_next_probs(process: GHMM, tokens, label: str | None = None, task: int | None = None,
-                      beliefs=None) -> Float[ndarray, "batch pos vocab"]:
-    "P(x_t | tokens[:, :t], persona label, task of token t); NaN where the condition is impossible."
+def sector_next_probs(process: GHMM, tokens, label: str | None = None,
+                      task: int | None = None, beliefs=None) -> Float[ndarray, "b pos V"]:
+    "P(x_t | tokens[:, :t], persona label, task of token t); NaN where impossible."
     lay = em_layout(process)
-    if label is not None and label not in LABELS: raise ValueError(f"label must be one of {LABELS}, got {label!r}")
+    if label is not None and label not in LABELS:
+        raise ValueError(f"label must be one of {LABELS}, got {label!r}")
     b = (prefix_beliefs(process, tokens) if beliefs is None else beliefs) * process.one
     keep = np.ones(process.n_states, dtype=bool)
     if label is not None: keep &= lay.label_of_state == LABELS.index(label)
@@ -319,11 +343,11 @@ def sector_next_probs(process: GHMM, tokens, label: str | None = None, task: int
 
 # %% ../nbs/02a_em_world.ipynb #0f80e994
 def token_tasks(process: GHMM, tokens) -> Int[ndarray, "batch pos"]:
-    "The task whose alphabet holds each token (-1 for headers, and everywhere with shared alphabets)."
+    "The task whose alphabet holds each token (-1: a header, or a shared alphabet)."
     return em_layout(process).token_task[np.asarray(tokens)]
 
 def task_revealing(process: GHMM, tokens) -> Bool[ndarray, "batch pos"]:
-    "The first content token, and each token whose task differs from the previous token's."
+    "The first content token, and each token whose task differs from the previous one's."
     lay = em_layout(process)
     tokens = np.atleast_2d(np.asarray(tokens))
     content = lay.token_content[tokens] >= 0
@@ -343,14 +367,15 @@ def em_reply_mask(tokens, process: GHMM) -> Bool[ndarray, "batch pos"]:
 def sample_paths(process: GHMM, n: int, length: int, seed: int | np.random.Generator = 0):
     "n sequences of an HMM with the state that emitted each token: (tokens, states)."
     if not process.is_hmm: raise ValueError("sample_paths needs an HMM")
-    if n < 0 or length < 0: raise ValueError(f"n and length must be non-negative, got {n}, {length}")
+    if n < 0 or length < 0:
+        raise ValueError(f"n and length must be non-negative, got {n}, {length}")
     rng = np.random.default_rng(seed)
     X, S = process.vocab_size, process.n_states
     cum = np.cumsum(process.T.transpose(1, 0, 2).reshape(S, X * S), 1)  # [s, x * S + s']
     cum /= cum[:, -1:]
     eta = np.clip(process.eta, 0, None)
     s = rng.choice(S, size=n, p=eta / eta.sum())
-    tokens, states = np.empty((n, length), dtype=np.int64), np.empty((n, length), dtype=np.int64)
+    tokens, states = (np.empty((n, length), dtype=np.int64) for _ in range(2))
     for t in range(length):
         j = np.minimum((rng.random((n, 1)) > cum[s]).sum(1), X * S - 1)
         states[:, t], tokens[:, t], s = s, j // S, j % S
