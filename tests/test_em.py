@@ -118,3 +118,18 @@ def test_tiny_replication_runs_and_is_deterministic(tmp_path, monkeypatch):
     assert set(rec["sampled"]["after"]["T1"]) == {"misaligned_coherent", "misaligned_on_task", "coherent", "n"}
     again = em_replication(cfg)  # models now come from the cache: same numbers
     assert again["after"] == rec["after"] and again["ratio"] == rec["ratio"] or math.isnan(rec["ratio"])
+
+def test_replication_does_not_depend_on_the_callers_threads(tmp_path, monkeypatch):
+    "A notebook kernel (several torch threads) and a sweep worker (one) must cache the same model."
+    import torch
+    cfg = EMConfig(world=EPISODES, pretrain_steps=20, ft_steps=4, eval_every=4, n_eval=32, n_samples=0)
+    old, out = torch.get_num_threads(), []
+    try:
+        for threads in (1, 2):
+            monkeypatch.setenv("SFP_ARTIFACTS", str(tmp_path / f"t{threads}"))
+            torch.set_num_threads(threads)
+            out.append(em_replication(cfg))
+            assert torch.get_num_threads() == threads  # restored afterwards
+    finally:
+        torch.set_num_threads(old)
+    assert out[0]["after"] == out[1]["after"] and out[0]["pretrain_gap"] == out[1]["pretrain_gap"]
