@@ -219,6 +219,7 @@ def register_process(name: str | None = None):
         key = name or fn.__name__
         _check_unique(PROCESS_FAMILIES, key, fn, "process family")
         PROCESS_FAMILIES[key] = fn
+        _build.cache_clear()  # processes built by an earlier definition are stale
         return fn
     return deco
 
