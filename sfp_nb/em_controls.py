@@ -129,6 +129,9 @@ def em_control(cfg: ControlConfig) -> dict:
 
 def _control(cfg: ControlConfig) -> dict:
     "The body of em_control (on one thread)."
+    from sfp_nb.processes import PROCESS_FAMILIES  # the worker's registry, not a copy
+    if "em_other_tasks" not in PROCESS_FAMILIES:  # a worker that never imported this module
+        register_process("em_other_tasks")(em_other_tasks)
     em, evs = cfg.em, _eval_sets(cfg)
     pre, pre_rep = train_or_load(pretrain_config(em), RunOptions(progress=False))
     ftc = control_finetune_config(cfg)
