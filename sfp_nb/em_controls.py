@@ -22,15 +22,16 @@ from .em import (METRICS, EMConfig, _flat, _nested, damage, em_finetune_config,
                        em_metrics, em_replication, eval_set, fit_lambda,
                        generalisation_ratio, model_probs, one_thread, pretrain_config,
                        sampled_rates)
-from .probing import fit_probe, r2_score, residual_features
+from .probing import Probe, fit_probe, r2_score, residual_features
 from .steering import cell_means, class_centroids, collect, steered_probs, swap_factor, tv
 
 # %% auto #0
 __all__ = ['OTHERS', 'world_with', 'ControlConfig', 'em_other_tasks', 'control_finetune_config', 'reply_gap', 'param_distance',
            'em_control', 'task_change', 'curve_change', 'sampled_change', 'control_sets', 'shows_form', 'dose_spec',
-           'fit_persona_probe', 'probe_reading', 'InContextConfig', 'episodes', 'segment_lambda', 'model_token_probs',
-           'in_context_rows', 'em_in_context', 'adapter_grads', 'adapter_course', 'half_rise', 'AsymmetryConfig',
-           'readings', 'em_belief_classes', 'asymmetry_rows', 'em_steering_asymmetry']
+           'fit_persona_probe', 'fit_ridge_probe', 'probe_reading', 'ProbeConfig', 'em_probe_dose', 'InContextConfig',
+           'episodes', 'segment_lambda', 'model_token_probs', 'in_context_rows', 'em_in_context', 'adapter_grads',
+           'adapter_course', 'half_rise', 'AsymmetryConfig', 'readings', 'em_belief_classes', 'asymmetry_rows',
+           'em_steering_asymmetry']
 
 # %% ../nbs/12_em_controls.ipynb #0a79d217
 def world_with(spec: ProcessSpec, **changes) -> ProcessSpec:
@@ -49,7 +50,7 @@ class ControlConfig:
     kl_weight: float = 0.0  # weight of KL(pre-trained || model) on the other tasks
     adapter: bool = False  # train a rank-1 adapter only (at lr em.ft_lr)
     headers: tuple = ()  # also evaluate with these model headers, e.g. ("trigger",)
-    probe: bool = False  # read a persona probe of the pre-trained model while fine-tuning
+    probe: bool = False  # read a least-squares persona probe while fine-tuning (unused)
     sampled: bool = True  # judge-free sampled rates before and after
 
     def __post_init__(self):
@@ -219,20 +220,60 @@ def dose_spec(world: ProcessSpec, dose: float, task: int = 0) -> ProcessSpec:
 
 # %% ../nbs/12_em_controls.ipynb #49063815
 def fit_persona_probe(model, world: ProcessSpec, n: int = 2048, seq_len: int = 16,
-                      seed: int = 0):
+                      seed: int = 0, ridge: float = 0.0):
     "A linear probe of the exact persona posterior on `model`: (probe, held-out R^2)."
     process = make_process(world)
     fit, test = (process.sample(n, seq_len, seed=np.random.default_rng([seed, 71, i]))
                  for i in (0, 1))
     X, Xt = (residual_features(model, process, t)["concat"] for t in (fit, test))
-    probe = fit_probe(X, persona_posterior(process, fit)[..., None])
+    Y = persona_posterior(process, fit)[..., None]
+    probe = fit_ridge_probe(X, Y, ridge) if ridge else fit_probe(X, Y)
     return probe, r2_score(persona_posterior(process, test)[..., None], probe.predict(Xt))
+
+def fit_ridge_probe(X: Float[ndarray, "... d"], Y: Float[ndarray, "... k"],
+                    alpha: float) -> Probe:
+    "Affine ridge probe; the penalty is `alpha` times the mean variance of a feature."
+    X, Y = X.reshape(-1, X.shape[-1]), Y.reshape(-1, Y.shape[-1])
+    mx, my = X.mean(0), Y.mean(0)
+    G = (X - mx).T @ (X - mx)
+    lam = alpha * np.trace(G) / len(G)
+    W = np.linalg.solve(G + lam * np.eye(len(G)), (X - mx).T @ (Y - my))
+    return Probe(W, my - mx @ W)
 
 def probe_reading(model, ev, probe) -> dict:
     "Mean probe output on the content positions of each task of eval set `ev`."
     y = probe.predict(residual_features(model, ev.process, ev.model_tokens)["concat"])
     return {f"T{k + 1}": float(y[..., 0][(ev.task == k) & ev.content].mean())
             for k in range(ev.n_tasks)}
+
+# %% ../nbs/12_em_controls.ipynb #0834120e
+@dataclass(frozen=True)
+class ProbeConfig:
+    "A ridge persona probe of a pre-trained model, read after each dose's fine-tune."
+    em: EMConfig = EMConfig()  # the replication run (world, seed, sizes)
+    doses: tuple = (0.0, 0.05, 0.25, 1.0)  # misaligned shares of the fine-tuning data
+    ridge: float = 1e-3  # penalty, times the mean feature variance
+    n: int = 2048  # sequences to fit the probe on (and as many to score it)
+
+    def __post_init__(self):
+        if isinstance(self.em, dict): object.__setattr__(self, "em", EMConfig(**self.em))
+        object.__setattr__(self, "doses", tuple(float(f) for f in self.doses))
+
+@experiment("em_probe_dose", version=1)
+def em_probe_dose(cfg: ProbeConfig) -> dict:
+    "Probe readings (per task) before and after each dose's fine-tune, and the probe's R^2."
+    with one_thread():
+        em = cfg.em
+        pre = train_or_load(pretrain_config(em), RunOptions(progress=False))[0]
+        probe, r2 = fit_persona_probe(pre, em.world, cfg.n, em.seq_len, em.seed, cfg.ridge)
+        ev = _eval_sets(ControlConfig(em=em))[METRICS]
+        out = {"r2": r2, "before": probe_reading(pre, ev, probe), "after": {}}
+        for f in cfg.doses:
+            c = ControlConfig(em=em, data=dose_spec(em.world, f), probe=True)
+            run_experiment(em_control, c)  # its fine-tuned model, cached
+            out["after"][f"{f:g}"] = probe_reading(load_model(control_finetune_config(c))[0],
+                                                   ev, probe)
+        return out
 
 # %% ../nbs/12_em_controls.ipynb #0372b33b
 @dataclass(frozen=True)

@@ -10,9 +10,11 @@ from sfp_nb.em_controls import (AsymmetryConfig, ControlConfig, InContextConfig,
                                 adapter_grads, control_finetune_config, control_sets, dose_spec,
                                 em_belief_classes, em_control, em_in_context,
                                 em_steering_asymmetry, episodes, half_rise, readings,
-                                segment_lambda, shows_form, world_with)
+                                segment_lambda, shows_form, world_with, ProbeConfig,
+                                em_probe_dose, fit_ridge_probe)
 from sfp_nb.emworld import em_layout, sample_paths
 from sfp_nb.processes import ProcessSpec, make_process
+from sfp_nb.probing import fit_probe
 from sfp_nb.training import RunOptions, train_or_load
 
 SHARED = ProcessSpec("em_world", switch=0.125)
@@ -123,3 +125,22 @@ def test_tiny_runs_are_cached_and_deterministic(tmp_path, monkeypatch):
     assert {(r["steered"], r["vector"]) for r in st_rec["rows"]} == {
         ("persona", "pooled"), ("persona", "cell"), ("task", "pooled"), ("task", "cell")}
     assert all(0 <= r["spill"] <= 1 and 0 <= r["effect"] <= 1 for r in st_rec["rows"])
+
+
+def test_ridge_probe_tends_to_least_squares_and_stays_bounded_on_collinear_features():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 5)); Y = X @ rng.normal(size=(5, 1)) + 0.3
+    assert np.allclose(fit_ridge_probe(X, Y, 1e-12).predict(X), fit_probe(X, Y).predict(X))
+    Xc = np.concatenate([X, X + 1e-9 * rng.normal(size=X.shape)], 1)  # duplicated features
+    far = 100 * rng.normal(size=(10, 10))
+    assert np.abs(fit_ridge_probe(Xc, Y, 1e-3).predict(far)).max() < 1e4
+
+
+def test_probe_dose_reads_cached_dose_models(tmp_path, monkeypatch):
+    monkeypatch.setenv("SFP_ARTIFACTS", str(tmp_path))
+    cfg = ProbeConfig(em=EMConfig(world=SHARED, **TINY), doses=[0.0, 1.0], n=64)
+    assert cfg.doses == (0.0, 1.0)
+    rec = em_probe_dose(cfg)
+    assert set(rec["after"]) == {"0", "1"} and set(rec["before"]) == {"T1", "T2", "T3"}
+    assert np.isfinite(rec["r2"])
+    assert em_probe_dose(cfg) == rec  # cached, deterministic
