@@ -23,7 +23,8 @@ from .em import (METRICS, EMConfig, _flat, _nested, damage, em_finetune_config,
                        generalisation_ratio, model_probs, one_thread, pretrain_config,
                        sampled_rates)
 from .probing import Probe, fit_probe, r2_score, residual_features
-from .steering import cell_means, class_centroids, collect, steered_probs, swap_factor, tv
+from .steering import (cell_means, class_centroids, collect, steered_probs,
+                             swap_factor, tv)
 
 # %% auto #0
 __all__ = ['OTHERS', 'world_with', 'ControlConfig', 'em_other_tasks', 'control_finetune_config', 'reply_gap', 'param_distance',
