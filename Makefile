@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: book check-pages test bench export check-sync clean
+.PHONY: book check-pages test bench export check-sync clean sweep
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,11 @@ check-pages:
 
 bench: export
 	for f in benchmarks/bench_*.py; do SFP_BUDGET=full $(BIN)/python $$f || exit 1; done
+
+# The complete persona-engineering grid (chapters 15-16), resumable; on Dask:
+# make sweep SWEEP_ARGS="--backend dask --jobs 16" (or --client tcp://scheduler:8786).
+sweep: export
+	SFP_BUDGET=full $(BIN)/python -m sfp_nb.engineering $(SWEEP_ARGS)
 
 clean:
 	rm -rf _build _book
