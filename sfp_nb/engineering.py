@@ -290,10 +290,10 @@ def main(argv: list[str] | None = None) -> dict:
            "computed": 0 if a.estimate else len(todo), "missing": len(todo),
            "wall_seconds": wall, "backend": a.backend, "jobs": a.jobs,
            "load_average_1min": os.getloadavg()[0], **grid_timing(configs)}
-    if out["computed"]:
+    if out["computed"]:  # a record of what ran; a sweep with nothing to do keeps the last
         out["estimate_complete_seconds"] = wall / len(todo) * len(configs)
+        merge_results("bench_sweep", {"engineering_grid": out})
     print(json.dumps(out, indent=1))
-    if not a.estimate: merge_results("bench_sweep", {"engineering_grid": out})
     return out
 
 # %% ../nbs/15_engineering.ipynb #f5505788
