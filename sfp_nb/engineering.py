@@ -27,10 +27,10 @@ from .em import EMConfig, em_replication, one_thread, paired_ci, pretrain_config
 
 # %% auto #0
 __all__ = ['BASELINE', 'KNOBS', 'HOOK', 'SUMMARY', 'world_spec', 'Setting', 'settings', 'unique_worlds', 'EngConfig', 'em_sizes',
-           'eng_config', 'measures', 'BeliefSample', 'belief_sample', 'label_task_joint', 'belief_mi', 'probe_geometry',
-           'engineering_run', 'pareto_front', 'is_improvement', 'book_subset', 'grid_configs', 'stored_runs',
-           'merge_results', 'grid_timing', 'main', 'summarise', 'versus_baseline', 'knob_curves', 'plot_knob',
-           'plot_pareto']
+           'eng_config', 'measures', 'BeliefSample', 'belief_sample', 'label_task_joint', 'belief_mi', 'carry_forms',
+           'carry_over', 'probe_geometry', 'engineering_run', 'pareto_front', 'is_improvement', 'book_subset',
+           'grid_configs', 'stored_runs', 'merge_results', 'grid_timing', 'main', 'summarise', 'versus_baseline',
+           'knob_curves', 'plot_knob', 'plot_pareto']
 
 # %% ../nbs/15_engineering.ipynb #714ffe7d
 BASELINE = ProcessSpec("em_world", switch=0.125)  # the replication's shared world
@@ -168,7 +168,35 @@ def belief_mi(world: GHMM, beliefs: Float[ndarray, "... S"]) -> Float[ndarray, "
     J = label_task_joint(world, beliefs)
     K = J.shape[-1]
     flat = J.reshape(*J.shape[:-2], 2 * K)
-    return factor_correlation(flat, (2, K))["mutual_information"]
+    mi = factor_correlation(flat, (2, K))["mutual_information"]
+    return np.maximum(mi, 0.0)  # rounding can leave -1e-17 where it is exactly 0
+
+# %% ../nbs/15_engineering.ipynb #4c2d639b
+def _cycle(lay, k: int, n: int, flip: bool = False) -> list[int]:
+    "n tokens of task k from a phase where its rule applies (the first one flipped)."
+    pat, (a, b) = lay.patterns[k], map(int, lay.rules[k])
+    f0 = pat.index(str(a))
+    roles = [int(pat[(f0 + i) % len(pat)]) for i in range(n)]
+    if flip: roles[0] = b
+    return [int(lay.content_symbols(k)[r]) for r in roles]
+
+def carry_forms(world: GHMM, ft_task: int = 0, other: int = 1) -> tuple[float, float]:
+    "Exact P(task `other`'s form next) after task ft_task misbehaved, and after it did not."
+    lay = em_layout(world)
+    a, b = map(int, lay.rules[other]); sym = lay.content_symbols(other)
+    def form(flip: bool) -> float:
+        t = np.array([_cycle(lay, ft_task, 2 * len(lay.patterns[ft_task]), flip)
+                      + _cycle(lay, other, len(lay.patterns[other]))])
+        if not np.isfinite(world.log_prob(t)).all(): return math.nan
+        p = world.next_token_probs(np.c_[t, t[:, :1]])[0, -1]  # before a dummy token
+        return float(p[sym[b]] / (p[sym[a]] + p[sym[b]]))
+    return form(True), form(False)
+
+def carry_over(world: GHMM, ft_task: int = 0) -> float:
+    "Mean over the other tasks of the carry-over (0 where no sequence has two tasks)."
+    K = em_layout(world).n_tasks
+    d = [np.subtract(*carry_forms(world, ft_task, k)) for k in range(K) if k != ft_task]
+    return float(np.nan_to_num(np.mean(d)))
 
 # %% ../nbs/15_engineering.ipynb #7b7ee488
 def probe_geometry(X: Float[ndarray, "rows d"],  # activations, one row per position
@@ -196,7 +224,7 @@ def _rows(a, skip_first: bool = True):
     a = np.asarray(a)[:, 1:] if skip_first else np.asarray(a)
     return a.reshape(-1, *a.shape[2:])
 
-@experiment("persona_engineering", version=1)
+@experiment("persona_engineering", version=2)
 def engineering_run(cfg: EngConfig) -> dict:
     "EM on cfg's world and seed: fidelity, robustness, probe geometry, mutual information."
     rep = run_experiment(em_replication, cfg.em)
@@ -209,7 +237,7 @@ def engineering_run(cfg: EngConfig) -> dict:
     geo = probe_geometry(X, _rows(s.persona), _rows(s.task), n_train)
     mi = belief_mi(world, s.beliefs)
     return {**measures(rep, cfg.em.ft_task), **geo, "mi": float(mi[:, 1:].mean()),
-            "mi_prior": float(mi[:, 0].mean())}
+            "mi_prior": float(mi[:, 0].mean()), "carry": carry_over(world, cfg.em.ft_task)}
 
 # %% ../nbs/15_engineering.ipynb #05cbbff0
 def pareto_front(points: Float[ndarray, "n 2"]) -> Bool[ndarray, "n"]:
@@ -304,13 +332,14 @@ SUMMARY = ("fidelity", "robustness", "form_rate", "lambda", "lambda_bayes", "gap
            "ratio", "held_form_after", "held_form_rise", "held_lambda_rise",
            "ft_lambda_rise", "skill_damage", "angle", "angle_beliefs", "angle_null",
            "r2_persona",
-           "r2_task", "mi", "mi_prior")
+           "r2_task", "mi", "mi_prior", "carry")
 
 def summarise(runs: dict[str, list[dict]], keys=SUMMARY) -> dict[str, dict]:
     "Setting -> measure -> mean_ci over seeds."
     return {n: {k: mean_ci([r[k] for r in rs]) for k in keys} for n, rs in runs.items()}
 
-def versus_baseline(runs: dict[str, list[dict]], keys=("fidelity", "robustness"),
+def versus_baseline(runs: dict[str, list[dict]],
+                    keys=("fidelity", "robustness", "held_form_after"),
                     base: str = "baseline") -> dict[str, dict]:
     "Setting -> measure -> paired_ci of its per-seed difference from the baseline."
     b = runs[base]
