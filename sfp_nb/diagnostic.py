@@ -46,8 +46,12 @@ def form_positions(s: BeliefSample, ft_task: int = 0) -> Bool[ndarray, "n L"]:
     "Where a misaligned form is possible (by the unmixed reference world, as in em)."
     lay = em_layout(s.process)
     ref = make_process(reference_spec(s.process.spec))
-    own, _ = _forms(ref, s.tokens, lay.task_of_state[s.states], ft_task)
-    return own.any(-1)
+    ok = np.isfinite(ref.log_prob(s.tokens))  # with leakage, some are not the reference's
+    out = np.zeros(s.tokens.shape, dtype=bool)
+    if ok.any():
+        own, _ = _forms(ref, s.tokens[ok], lay.task_of_state[s.states[ok]], ft_task)
+        out[ok] = own.any(-1)
+    return out
 
 def belief_vectors(s: BeliefSample, forms: Bool[ndarray, "n L"]
                    ) -> tuple[Float[torch.Tensor, "d"], Float[torch.Tensor, "K d"]]:

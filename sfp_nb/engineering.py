@@ -196,7 +196,7 @@ def carry_over(world: GHMM, ft_task: int = 0) -> float:
     "Mean over the other tasks of the carry-over (0 where no sequence has two tasks)."
     K = em_layout(world).n_tasks
     d = [np.subtract(*carry_forms(world, ft_task, k)) for k in range(K) if k != ft_task]
-    return float(np.nan_to_num(np.mean(d)))
+    return float(np.round(np.nan_to_num(np.mean(d)), 12) + 0.0)  # no -0 from rounding
 
 # %% ../nbs/15_engineering.ipynb #7b7ee488
 def probe_geometry(X: Float[ndarray, "rows d"],  # activations, one row per position
