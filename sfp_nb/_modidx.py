@@ -123,6 +123,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                     'sfp_nb.engineering.book_subset': ('engineering.html#book_subset', 'sfp_nb/engineering.py'),
                                     'sfp_nb.engineering.carry_forms': ('engineering.html#carry_forms', 'sfp_nb/engineering.py'),
                                     'sfp_nb.engineering.carry_over': ('engineering.html#carry_over', 'sfp_nb/engineering.py'),
+                                    'sfp_nb.engineering.config_seconds': ('engineering.html#config_seconds', 'sfp_nb/engineering.py'),
                                     'sfp_nb.engineering.em_sizes': ('engineering.html#em_sizes', 'sfp_nb/engineering.py'),
                                     'sfp_nb.engineering.eng_config': ('engineering.html#eng_config', 'sfp_nb/engineering.py'),
                                     'sfp_nb.engineering.engineering_run': ('engineering.html#engineering_run', 'sfp_nb/engineering.py'),

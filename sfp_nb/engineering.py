@@ -29,8 +29,8 @@ from .em import EMConfig, em_replication, one_thread, paired_ci, pretrain_config
 __all__ = ['BASELINE', 'KNOBS', 'HOOK', 'SUMMARY', 'world_spec', 'Setting', 'settings', 'unique_worlds', 'EngConfig', 'em_sizes',
            'eng_config', 'measures', 'BeliefSample', 'belief_sample', 'label_task_joint', 'belief_mi', 'carry_forms',
            'carry_over', 'probe_geometry', 'engineering_run', 'pareto_front', 'is_improvement', 'book_subset',
-           'grid_configs', 'stored_runs', 'merge_results', 'grid_timing', 'main', 'summarise', 'versus_baseline',
-           'knob_curves', 'plot_knob', 'plot_pareto']
+           'grid_configs', 'stored_runs', 'merge_results', 'config_seconds', 'grid_timing', 'main', 'summarise',
+           'versus_baseline', 'knob_curves', 'plot_knob', 'plot_pareto']
 
 # %% ../nbs/15_engineering.ipynb #714ffe7d
 BASELINE = ProcessSpec("em_world", switch=0.125)  # the replication's shared world
@@ -284,14 +284,22 @@ def merge_results(name: str, data: dict) -> dict:
     return merged
 
 # %% ../nbs/15_engineering.ipynb #e4759e13
-def grid_timing(configs: list[EngConfig]) -> dict:
-    "Training seconds per stored config (pre-train + fine-tune, as trained), summarised."
-    recs = [load_record(em_replication, c.em) for c in configs]
-    sec = [r["result"]["pretrain_seconds"] + r["result"]["finetune_seconds"]
-           for r in recs if r is not None]
+def config_seconds(cfg: EngConfig, spill_fn=None) -> float | None:
+    "Compute seconds of one stored config: its training (or its record, if longer), steering."
+    em, rec = load_record(em_replication, cfg.em), load_record(engineering_run, cfg)
+    if em is None or rec is None: return None
+    train = em["result"]["pretrain_seconds"] + em["result"]["finetune_seconds"]
+    sp = load_record(spill_fn, cfg) if spill_fn else None
+    return max(rec["seconds"], train) + (sp["seconds"] if sp else 0.0)
+
+def grid_timing(configs: list[EngConfig], jobs: int, spill_fn=None) -> dict:
+    "Per-config compute seconds of the stored configs and the complete grid's estimate."
+    sec = [x for c in configs if (x := config_seconds(c, spill_fn)) is not None]
     if not sec: return {"stored": 0}
-    return {"stored": len(sec), "train_seconds_median": float(np.median(sec)),
-            "train_seconds_sum": float(np.sum(sec))}
+    med = float(np.median(sec))
+    return {"stored": len(sec), "config_seconds_median": med,
+            "config_seconds_p10": float(np.percentile(sec, 10)),
+            "estimate_complete_seconds": med * len(configs) / jobs}
 
 def main(argv: list[str] | None = None) -> dict:
     "`make sweep`: the complete grid (both chapters' experiments), resumable."
@@ -317,9 +325,9 @@ def main(argv: list[str] | None = None) -> dict:
     out = {"configs": len(configs), "settings": len(names), "seeds": len(seed_list),
            "computed": 0 if a.estimate else len(todo), "missing": len(todo),
            "wall_seconds": wall, "backend": a.backend, "jobs": a.jobs,
-           "load_average_1min": os.getloadavg()[0], **grid_timing(configs)}
+           "load_average_1min": os.getloadavg()[0],
+           **grid_timing(configs, a.jobs, spillover_run)}
     if out["computed"]:  # a record of what ran; a sweep with nothing to do keeps the last
-        out["estimate_complete_seconds"] = wall / len(todo) * len(configs)
         merge_results("bench_sweep", {"engineering_grid": out})
     print(json.dumps(out, indent=1))
     return out
