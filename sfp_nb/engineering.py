@@ -37,7 +37,8 @@ BASELINE = ProcessSpec("em_world", switch=0.125)  # the replication's shared wor
 
 def world_spec(**changes) -> ProcessSpec:
     "The baseline world with `changes`, as em_world names it (defaults left out)."
-    return make_process(ProcessSpec("em_world", {**dict(BASELINE.params), **changes})).spec
+    spec = ProcessSpec("em_world", {**dict(BASELINE.params), **changes})
+    return make_process(spec).spec
 
 KNOBS: dict[str, list[tuple[str, dict]]] = {  # knob -> (level label, changes)
     "mix": [(f"{m:g}", {"mix": m}) for m in (0.0, 0.05, 0.1, 0.2, 0.3, 0.4)],
@@ -181,7 +182,7 @@ def _cycle(lay, k: int, n: int, flip: bool = False) -> list[int]:
     return [int(lay.content_symbols(k)[r]) for r in roles]
 
 def carry_forms(world: GHMM, ft_task: int = 0, other: int = 1) -> tuple[float, float]:
-    "Exact P(task `other`'s form next) after task ft_task misbehaved, and after it did not."
+    "Exact P(task `other`'s form next) after task ft_task misbehaved, and after not."
     lay = em_layout(world)
     a, b = map(int, lay.rules[other]); sym = lay.content_symbols(other)
     def form(flip: bool) -> float:
@@ -226,7 +227,7 @@ def _rows(a, skip_first: bool = True):
 
 @experiment("persona_engineering", version=2)
 def engineering_run(cfg: EngConfig) -> dict:
-    "EM on cfg's world and seed: fidelity, robustness, probe geometry, mutual information."
+    "EM on cfg's world and seed: fidelity, robustness, probe geometry, MI."
     rep = run_experiment(em_replication, cfg.em)
     with one_thread():
         model, _ = train_or_load(pretrain_config(cfg.em), RunOptions(progress=False))
@@ -237,7 +238,8 @@ def engineering_run(cfg: EngConfig) -> dict:
     geo = probe_geometry(X, _rows(s.persona), _rows(s.task), n_train)
     mi = belief_mi(world, s.beliefs)
     return {**measures(rep, cfg.em.ft_task), **geo, "mi": float(mi[:, 1:].mean()),
-            "mi_prior": float(mi[:, 0].mean()), "carry": carry_over(world, cfg.em.ft_task)}
+            "mi_prior": float(mi[:, 0].mean()),
+            "carry": carry_over(world, cfg.em.ft_task)}
 
 # %% ../nbs/15_engineering.ipynb #05cbbff0
 def pareto_front(points: Float[ndarray, "n 2"]) -> Bool[ndarray, "n"]:
@@ -285,7 +287,7 @@ def merge_results(name: str, data: dict) -> dict:
 
 # %% ../nbs/15_engineering.ipynb #e4759e13
 def config_seconds(cfg: EngConfig, spill_fn=None) -> float | None:
-    "Compute seconds of one stored config: its training (or its record, if longer), steering."
+    "Compute seconds of a stored config: training (or its record, if longer), steering."
     em, rec = load_record(em_replication, cfg.em), load_record(engineering_run, cfg)
     if em is None or rec is None: return None
     train = em["result"]["pretrain_seconds"] + em["result"]["finetune_seconds"]
@@ -329,6 +331,8 @@ def main(argv: list[str] | None = None) -> dict:
            **grid_timing(configs, a.jobs, spillover_run)}
     if out["computed"]:  # a record of what ran; a sweep with nothing to do keeps the last
         merge_results("bench_sweep", {"engineering_grid": out})
+    elif a.estimate and out["stored"]:  # the estimate from stored runs, under its own key
+        merge_results("bench_sweep", {"engineering_grid_estimate": out})
     print(json.dumps(out, indent=1))
     return out
 

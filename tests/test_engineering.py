@@ -121,7 +121,7 @@ def test_a_tiny_run_is_deterministic_and_the_sweep_command_records_its_time(tmp_
     monkeypatch.setenv("SFP_ARTIFACTS", str(tmp_path / "artifacts"))
     monkeypatch.setenv("SFP_HOME", str(tmp_path))
     monkeypatch.setenv("SFP_BUDGET", "smoke")
-    cfg = EngConfig(EMConfig(world=world_spec(mix=0.2), seed=1, **TINY), n_fit=16, n_steer=16)
+    cfg = EngConfig(EMConfig(world=world_spec(mix=0.2), seed=1, **TINY), n_fit=64, n_steer=16)
     a, b = engineering_run(cfg), engineering_run(cfg)
     assert a == b and 0 <= a["fidelity"] <= 1 and 0 <= a["angle"] <= 90
     s = spillover_run(cfg)
@@ -145,3 +145,7 @@ def test_the_sweep_command_runs_and_keeps_other_benchmark_keys(tmp_path, monkeyp
     again = main(["--backend", "serial", "--settings", "baseline"])  # resumable: nothing left to run
     assert again["computed"] == 0 and again["missing"] == 0
     assert json.loads(bench.read_text())["engineering_grid"]["computed"] == 1  # the record is kept
+    est = main(["--estimate", "--settings", "baseline"])  # an estimate has a key of its own
+    saved = json.loads(bench.read_text())
+    assert est["stored"] == 1 and saved["engineering_grid_estimate"]["computed"] == 0
+    assert saved["engineering_grid"]["computed"] == 1 and saved["loky"] == {"models_per_hour": 1.0}
