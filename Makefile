@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # contents, new time), which must not trigger a reinstall; a changed dependency must.
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-.PHONY: book check-pages test bench export check-sync clean
+.PHONY: book check-pages test bench export check-sync clean sweep
 
 $(STAMP):
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ check-pages:
 
 bench: export
 	for f in benchmarks/bench_*.py; do SFP_BUDGET=full $(BIN)/python $$f || exit 1; done
+
+# The complete persona-engineering grid (chapters 15-16), resumable; on Dask:
+# make sweep SWEEP_ARGS="--backend dask --jobs 16" (or --client tcp://scheduler:8786).
+sweep: export
+	SFP_BUDGET=full $(BIN)/python -m sfp_nb.engineering $(SWEEP_ARGS)
 
 clean:
 	rm -rf _build _book
