@@ -2,15 +2,18 @@
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# The stamp names the hash of pyproject.toml's contents: nbdev-export rewrites the file (same
+# contents, new time), which must not trigger a reinstall; a changed dependency must.
+STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
 .PHONY: book check-pages test bench export check-sync clean
 
-$(STAMP): pyproject.toml
+$(STAMP):
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[dev]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	rm -f $(VENV)/.installed*
 	touch $@
 
 export: $(STAMP)

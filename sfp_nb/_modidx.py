@@ -271,6 +271,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                   'sfp_nb.processes.ProcessSpec.to_dict': ('processes.html#processspec.to_dict', 'sfp_nb/processes.py'),
                                   'sfp_nb.processes._build': ('processes.html#_build', 'sfp_nb/processes.py'),
                                   'sfp_nb.processes._check_prior': ('processes.html#_check_prior', 'sfp_nb/processes.py'),
+                                  'sfp_nb.processes._check_unique': ('processes.html#_check_unique', 'sfp_nb/processes.py'),
                                   'sfp_nb.processes._family': ('processes.html#_family', 'sfp_nb/processes.py'),
                                   'sfp_nb.processes._frozen': ('processes.html#_frozen', 'sfp_nb/processes.py'),
                                   'sfp_nb.processes._import_family_modules': ( 'processes.html#_import_family_modules',

@@ -207,13 +207,19 @@ PROCESS_FAMILIES: dict[str, Callable[..., GHMM]] = {}
 # modules that register more families; imported on first use
 FAMILY_MODULES = ("sfp_nb.emworld",)
 
+def _check_unique(registry: dict, key: str, fn, what: str):
+    "Refuse a different function under a taken `key` (the same one redefined replaces it)."
+    old = registry.get(key)
+    if old is not None and getattr(old, "__qualname__", None) != getattr(fn, "__qualname__", None):
+        raise ValueError(f"{what} {key!r} is registered twice ({old.__qualname__} and {fn.__qualname__})")
+
 def register_process(name: str | None = None):
     "Decorator: a constructor becomes `ProcessSpec(name, **params)` (default: its name)."
     def deco(fn):
         key = name or fn.__name__
-        if key in PROCESS_FAMILIES and PROCESS_FAMILIES[key] is not fn:
-            raise ValueError(f"process family {key!r} is registered twice")
+        _check_unique(PROCESS_FAMILIES, key, fn, "process family")
         PROCESS_FAMILIES[key] = fn
+        _build.cache_clear()  # processes built by an earlier definition are stale
         return fn
     return deco
 
@@ -291,8 +297,7 @@ LOSS_MASKS: dict[str, Callable] = {}
 def register_loss_mask(name: str):
     "Decorator: register `fn(tokens, process) -> bool (batch, pos)` as loss mask `name`."
     def deco(fn):
-        if name in LOSS_MASKS and LOSS_MASKS[name] is not fn:
-            raise ValueError(f"loss mask {name!r} is registered twice")
+        _check_unique(LOSS_MASKS, name, fn, "loss mask")
         LOSS_MASKS[name] = fn
         return fn
     return deco

@@ -103,6 +103,7 @@ def test_book_glue_agrees_with_results():
     problems, checked = glue_problems(executed, results, budget)
     print(f"{checked} glued results checked against {results}")
     assert not problems, "pages disagree with their results:\n" + "\n".join(problems)
+    assert checked >= 100, f"only {checked} glued results name a results file: are the chapters gluing their records?"
 
 
 # The checker itself, on a synthetic build.

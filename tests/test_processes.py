@@ -75,3 +75,16 @@ def test_belief_classes_round_to_1e6():
     b = np.array([[0.5, 0.5], [0.5 + 4e-7, 0.5 - 4e-7], [0.5 + 2e-6, 0.5 - 2e-6]])
     labels, reps = belief_classes(b)
     assert labels[0] == labels[1] != labels[2] and len(reps) == 2
+
+
+def test_registries_refuse_a_second_family_but_accept_a_redefinition():
+    "A notebook cell that defines and registers a family again (re-run, or exported and imported) is no conflict."
+    from sfp_nb.processes import PROCESS_FAMILIES, register_process
+    def twin_family(): return z1r()
+    register_process("test_twin")(twin_family)
+    def twin_family(): return pp_z1r()  # the same name defined again: replaces the first
+    register_process("test_twin")(twin_family)
+    assert PROCESS_FAMILIES["test_twin"] is twin_family
+    def other(): return z1r()
+    with pytest.raises(ValueError, match="registered twice"): register_process("test_twin")(other)
+    del PROCESS_FAMILIES["test_twin"]
