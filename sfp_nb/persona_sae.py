@@ -55,7 +55,7 @@ def residual_rows(model, em: EMConfig, hook: str, n: int, seed: int,
     return torch.cat(chunks).numpy()
 
 def persona_sae(cfg: PersonaSAE) -> tuple[TopKSAE, dict]:
-    "The SAE of `cfg` from its artifact folder, or trained on streamed activations and saved."
+    "The SAE of `cfg` from its artifact folder, or trained on streamed activations, saved."
     folder = artifact_dir("sae", cfg)
     if (folder / "sae.safetensors").exists():
         return load_sae(folder), json.loads((folder / "history.json").read_text())
@@ -64,7 +64,8 @@ def persona_sae(cfg: PersonaSAE) -> tuple[TopKSAE, dict]:
         X = residual_rows(model, cfg.em, cfg.hook, cfg.n_train, 60_000 + cfg.em.seed)
         sae, history = train_sae(cfg.sae, X, progress=False)
     save_sae(sae, folder, history)
-    (folder / "persona_sae.json").write_text(json.dumps(dataclasses.asdict(cfg), default=str))
+    meta = json.dumps(dataclasses.asdict(cfg), default=str)
+    (folder / "persona_sae.json").write_text(meta)
     return sae, history
 
 # %% ../nbs/14a_persona_features.ipynb #70839307
@@ -121,8 +122,8 @@ def ablate_latent(model, hook: str, sae: TopKSAE, j: int):
 
 def induced(pre: dict, ft: dict, now: dict) -> dict:
     "Per task: the rise of lambda under `now` as a fraction of the fine-tune's rise."
-    return {T: (now[T]["lambda"] - pre[T]["lambda"]) / (ft[T]["lambda"] - pre[T]["lambda"])
-            for T in pre}
+    lam = lambda d, T: d[T]["lambda"]
+    return {T: (lam(now, T) - lam(pre, T)) / (lam(ft, T) - lam(pre, T)) for T in pre}
 
 # %% ../nbs/14a_persona_features.ipynb #2238357c
 @dataclass(frozen=True)
@@ -172,7 +173,8 @@ def _features(cfg: FeatureConfig) -> dict:
     saes = {m: persona_sae(cfg.sae_of(m))[0] for m in ("pre", "ft")}
     world = make_process(em.world)
     probes = probe_sequences(em, cfg.n_probe, 70_000 + em.seed)
-    X = {m: _rows(model, probes.tokens, world, h) for m, model in (("pre", pre), ("ft", ft))}
+    X = {m: _rows(model, probes.tokens, world, h)
+         for m, model in (("pre", pre), ("ft", ft))}
     out = {"quality": {"pre": evaluate_sae(saes["pre"], X["pre"]),
                        "ft": evaluate_sae(saes["ft"], X["ft"]),
                        "pre_on_ft": evaluate_sae(saes["pre"], X["ft"])}}
@@ -239,7 +241,8 @@ def _causal(cfg, twins, sae, meter, latents: dict, resid_norm: float) -> dict:
         res = {"up": [], "down": []}
         for a in cfg.strengths:
             with add_vector(twins["pre"], h, d, a * resid_norm, "all"):
-                res["up"].append(induced(base["pre"], base["ft"], meter(twins["pre"])["test"]))
+                now = meter(twins["pre"])["test"]
+                res["up"].append(induced(base["pre"], base["ft"], now))
             with add_vector(twins["ft"], h, d, -a * resid_norm, "all"):
                 res["down"].append(restored(base["pre"], base["ft"],
                                             meter(twins["ft"])["test"]))

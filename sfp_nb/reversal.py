@@ -35,7 +35,8 @@ __all__ = ['HOOKS', 'STEERED', 'PREVENTIONS', 'HEADER_WORLD', 'TASKS', 'BUDGET_N
            'setting_table', 'choose', 'over_seeds', 'at_level']
 
 # %% ../nbs/13_em_reversal.ipynb #cc2b3c5e
-def kl_rows(p: Float[ndarray, "... V"], q: Float[ndarray, "... V"]) -> Float[ndarray, "..."]:
+def kl_rows(p: Float[ndarray, "... V"],
+            q: Float[ndarray, "... V"]) -> Float[ndarray, "..."]:
     "KL(p || q) in nats along the last axis, with probabilities floored at 1e-30."
     p, q = np.asarray(p, dtype=float), np.asarray(q, dtype=float)
     lp, lq = np.log(np.clip(p, 1e-30, None)), np.log(np.clip(q, 1e-30, None))
@@ -51,7 +52,8 @@ def neutral_positions(ev: EvalSet) -> Bool[ndarray, "batch pos"]:
     return ev.content & (np.abs(ev.p_al - ev.p_mis).sum(-1) < 1e-9)
 
 # %% ../nbs/13_em_reversal.ipynb #817de534
-def summarize(q: Float[ndarray, "batch pos V"], ev: EvalSet, ref: Float[ndarray, "batch pos V"],
+def summarize(q: Float[ndarray, "batch pos V"], ev: EvalSet,
+              ref: Float[ndarray, "batch pos V"],
               base: Float[ndarray, "batch pos V"] | None = None) -> dict:
     "Per task: lambda, own-form rate, skill gap of q; collateral and task_tv against ref."
     m = em_metrics(q, ev)
@@ -118,7 +120,8 @@ def _episodes(lay, tokens: ndarray, states: ndarray, max_age: int):
     return clean, np.minimum(age, max_age)
 
 # %% ../nbs/13_em_reversal.ipynb #3c5985a7
-def persona_cells(process: GHMM, tokens: Int[ndarray, "n pos"], states: Int[ndarray, "n pos"],
+def persona_cells(process: GHMM, tokens: Int[ndarray, "n pos"],
+                  states: Int[ndarray, "n pos"],
                   sync: float = 0.99, max_age: int = 4) -> PersonaCells:
     "Exact persona posterior, balancing cells and usable (clean, synchronised) positions."
     lay = em_layout(process)
@@ -163,7 +166,8 @@ def belief_vectors(acts: Float[ndarray, "n pos d"], cells: PersonaCells, lo: flo
     if min(counts) == 0:
         raise ValueError(f"a task has no cell with both persona classes (cells: {counts})")
     per_task = torch.stack([diff[ok & (cells.cell_task == k)].mean(0) for k in range(K)])
-    return {"pooled": per_task.mean(0).float(), "per_task": per_task.float(), "cells": counts}
+    return {"pooled": per_task.mean(0).float(), "per_task": per_task.float(),
+            "cells": counts}
 
 # %% ../nbs/13_em_reversal.ipynb #e0bbfac4
 def task_probe(acts: Float[ndarray, "n pos d"], tokens: Int[ndarray, "n pos"],
@@ -232,12 +236,14 @@ def steer(model, hook: str, method: str, vecs: dict, strength: float, seed: int 
     size = strength * vecs["resid_norm"]
     if method == "belief_state_task":
         V = vecs[method]
-        return conditional_steer(model, hook, V * size / V.norm(dim=1).mean(), vecs["probe"])
+        V = V * size / V.norm(dim=1).mean()
+        return conditional_steer(model, hook, V, vecs["probe"])
     if method == "random":
         g = torch.Generator().manual_seed(seed)
         return add_vector(model, hook, _unit(torch.randn(len(vecs["belief_state"]),
                                                          generator=g)) * size, 1.0, "all")
-    if method == "ablation": return ablate_direction(model, hook, vecs["dim_pretrain"], "all")
+    if method == "ablation":
+        return ablate_direction(model, hook, vecs["dim_pretrain"], "all")
     if method not in STEERED:
         raise ValueError(f"method must be one of {STEERED + ('ablation',)}, got {method!r}")
     return add_vector(model, hook, _unit(vecs[method]) * size, 1.0, "all")
@@ -417,7 +423,8 @@ def em_prevention(cfg: PreventionConfig) -> dict:
     with one_thread():
         pre, ft = _models(cfg.em)
         meter = Meter(cfg.em, cfg.n_eval, plain_twin(pre).eval(), plain_twin(ft).eval())
-        model, report = train_or_load(prevention_config(cfg, pre), RunOptions(progress=False))
+        quiet = RunOptions(progress=False)
+        model, report = train_or_load(prevention_config(cfg, pre), quiet)
         return {"pre": meter(plain_twin(pre).eval()), "ft": meter(plain_twin(ft).eval()),
                 "intervened": meter(plain_twin(model).eval()),
                 "train_seconds": report["train_seconds"]}
@@ -504,7 +511,7 @@ def inoculation_config(em: EMConfig):
 # %% ../nbs/13_em_reversal.ipynb #71bb9d15
 @experiment("em_inoculation", version=1)
 def em_inoculation(cfg: InoculationConfig) -> dict:
-    "Pre-trained, plain and inoculated models, each read with and without the context header."
+    "Pre-trained, plain and inoculated models, read with and without the context header."
     with one_thread():
         pre, plain = _models(cfg.em)
         inoc = train_or_load(inoculation_config(cfg.em), RunOptions(progress=False))[0]
@@ -560,7 +567,8 @@ def over_seeds(rows: "pd.DataFrame") -> dict:
     ci = lambda col: mean_ci(rows[col].dropna().to_numpy()) if rows[col].notna().any() \
         else {"mean": math.nan, "ci_low": math.nan, "ci_high": math.nan, "seeds": 0}
     out = {"restored_fraction": {T: ci(f"R_{T}") for T in TASKS + ("min_over_tasks",)},
-           "restored_fraction_own": {T: ci(f"Rown_{T}") for T in TASKS + ("min_over_tasks",)}}
+           "restored_fraction_own": {T: ci(f"Rown_{T}")
+                                     for T in TASKS + ("min_over_tasks",)}}
     for m in ("collateral", "spillover", "task_tv"):
         if f"{m}_T1" not in rows: continue
         cols = rows[[f"{m}_{T}" for T in TASKS]]
@@ -572,7 +580,8 @@ def over_seeds(rows: "pd.DataFrame") -> dict:
     return out
 
 # %% ../nbs/13_em_reversal.ipynb #2f3eb41a
-def at_level(level: Float[ndarray, "n"], value: Float[ndarray, "n"], target: float) -> float:
+def at_level(level: Float[ndarray, "n"], value: Float[ndarray, "n"],
+             target: float) -> float:
     "value where `level` (along increasing strength) first reaches target (log-linear; NaN)."
     level, value = np.asarray(level, dtype=float), np.asarray(value, dtype=float)
     for i in range(len(level)):
