@@ -258,10 +258,9 @@ def is_improvement(d_one: dict, d_other: dict) -> bool:
 
 # %% ../nbs/15_engineering.ipynb #9521fa41
 def book_subset() -> list[str]:
-    "The settings the book runs: the baseline and one level per knob (smoke: mix only)."
-    return by_budget(["baseline", "mix=0.2"],
-                     ["baseline", "mix=0.2", "persona_states=3", "personas=1+3",
-                      "eps=0.03", "corr=0.6", "span=literal", "span=control"])
+    "The settings the book runs at every budget: the baseline and one level per knob."
+    return ["baseline", "mix=0.2", "persona_states=3", "personas=1+3",
+            "eps=0.03", "corr=0.6", "span=literal", "span=control"]
 
 def grid_configs(names: list[str], seed_list: list[int],
                  worlds: dict | None = None) -> list[EngConfig]:
