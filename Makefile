@@ -30,14 +30,20 @@ test: export
 	SFP_BUDGET=smoke $(BIN)/pytest tests
 	SFP_BUDGET=smoke $(BIN)/nbdev-test --n-workers 2 --timing
 
-# BUDGET=smoke builds the same book at smoke size (CI does this). SFP_PROGRESS=0: no progress bar
+# BUDGET=smoke builds the same book at smoke size (CI does this); SEED_OFFSET=100 builds it on a
+# second, disjoint set of seeds (results in results/seeds100/). SFP_PROGRESS=0: no progress bar
 # reaches a page (and --warningiserror fails on anything a notebook writes to stderr).
-# _build/budget records which results/ folder the pages were glued from (tests/test_glue.py).
+# _build/{budget,seed_offset} record which results folder the pages were glued from, and
+# _build/build_id the stamp every record of this build carries (tests/test_glue.py, check-pages).
 BUDGET ?= full
+SEED_OFFSET ?= 0
+BUILD_ID := $(shell date -u +%Y%m%dT%H%M%SZ)-$(shell od -An -N4 -tx4 /dev/urandom | tr -d ' ')
 book: export
 	$(BIN)/python tools/prepare_book.py
-	mkdir -p _build && echo $(BUDGET) > _build/budget
-	SFP_BUDGET=$(BUDGET) SFP_PROGRESS=0 $(BIN)/jupyter-book build _book --path-output . --warningiserror --keep-going
+	rm -rf _build/html/reports
+	mkdir -p _build && echo $(BUDGET) > _build/budget && echo $(SEED_OFFSET) > _build/seed_offset && echo $(BUILD_ID) > _build/build_id
+	SFP_BUDGET=$(BUDGET) SFP_SEED_OFFSET=$(SEED_OFFSET) SFP_BUILD_ID=$(BUILD_ID) SFP_PROGRESS=0 \
+		$(BIN)/jupyter-book build _book --path-output . --warningiserror --keep-going
 
 # Renders every page of the built book in headless Chromium (tools/check_pages.py).
 check-pages:

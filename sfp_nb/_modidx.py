@@ -24,6 +24,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                              'sfp_nb.core.result_numbers': ('core.html#result_numbers', 'sfp_nb/core.py'),
                              'sfp_nb.core.results_dir': ('core.html#results_dir', 'sfp_nb/core.py'),
                              'sfp_nb.core.save_results': ('core.html#save_results', 'sfp_nb/core.py'),
+                             'sfp_nb.core.seed_offset': ('core.html#seed_offset', 'sfp_nb/core.py'),
                              'sfp_nb.core.seeds': ('core.html#seeds', 'sfp_nb/core.py'),
                              'sfp_nb.core.show_progress': ('core.html#show_progress', 'sfp_nb/core.py'),
                              'sfp_nb.core.to_json': ('core.html#to_json', 'sfp_nb/core.py')},

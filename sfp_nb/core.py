@@ -11,9 +11,9 @@ from scipy import stats
 from tqdm import tqdm  # plain text bars: no widget needed, nothing printed when disabled
 
 # %% auto #0
-__all__ = ['BUDGETS', 'budget', 'by_budget', 'seeds', 'show_progress', 'progress', 'project_root', 'results_dir', 'artifact_root',
-           'to_json', 'save_results', 'load_results', 'result_numbers', 'glue_results', 'mean_ci', 'ci_excludes',
-           'config_hash', 'artifact_dir']
+__all__ = ['BUDGETS', 'budget', 'by_budget', 'seed_offset', 'seeds', 'show_progress', 'progress', 'project_root', 'results_dir',
+           'artifact_root', 'to_json', 'save_results', 'load_results', 'result_numbers', 'glue_results', 'mean_ci',
+           'ci_excludes', 'config_hash', 'artifact_dir']
 
 # %% ../nbs/00_core.ipynb #1c340b61
 BUDGETS = ("smoke", "full")
@@ -30,10 +30,17 @@ def by_budget(smoke, full):
     return full if budget() == "full" else smoke
 
 # %% ../nbs/00_core.ipynb #6b849aeb
+def seed_offset() -> int:
+    "The first training seed, from `$SFP_SEED_OFFSET` (default 0); another value builds a disjoint seed set."
+    raw = os.environ.get("SFP_SEED_OFFSET", "0").strip()
+    if not raw.isdigit():
+        raise ValueError(f"SFP_SEED_OFFSET must be a non-negative integer, got {raw!r}")
+    return int(raw)
+
 def seeds(n: int = 3) -> list[int]:
-    "The training seeds of an experiment: `range(n)` at the full budget, `[0]` at smoke."
+    "The training seeds of an experiment: `n` seeds from `seed_offset()` at the full budget, one at smoke."
     if n < 1: raise ValueError(f"need at least one seed, got {n}")
-    return list(range(by_budget(1, n)))
+    return list(range(seed_offset(), seed_offset() + by_budget(1, n)))
 
 # %% ../nbs/00_core.ipynb #5f0e8c37
 def show_progress() -> bool:
@@ -56,9 +63,10 @@ def project_root() -> Path:
     return here
 
 def results_dir() -> Path:
-    "Folder for this budget's machine-readable results (`results/` or `results/smoke/`)."
+    "Folder of this build's results: `results/` (`smoke/` below it), `seeds<offset>/` below that for a replication seed set."
     d = project_root() / "results"
-    return d if budget() == "full" else d / "smoke"
+    if budget() == "smoke": d = d / "smoke"
+    return d / f"seeds{seed_offset()}" if seed_offset() else d
 
 def artifact_root() -> Path:
     "Folder of all cached artifacts: `$SFP_ARTIFACTS`, or the project's `artifacts/`."
@@ -77,10 +85,11 @@ def to_json(data) -> str:
     return json.dumps(data, indent=1, sort_keys=True, default=_jsonable)
 
 def save_results(name: str, data: dict) -> Path:
-    "Write `data` (numpy values converted) to `<results_dir>/<name>.json`; its path."
+    "Write `data` (numpy values converted) to `<results_dir>/<name>.json`, stamped with the build; its path."
     path = results_dir() / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(to_json({"budget": budget(), **data}) + "\n")
+    stamp = {"budget": budget(), "seed_offset": seed_offset(), "build": os.environ.get("SFP_BUILD_ID")}
+    path.write_text(to_json({**stamp, **data}) + "\n")
     return path
 
 def load_results(name: str) -> dict:

@@ -55,6 +55,10 @@ PAGES = {
     "quoted_glue": (page("<p>Gap <span class='pasted-text'>'0.6456'</span> nats.</p>"), "", "quotes: '0.6456'"),
     "quoted_inline_glue": (page("<p>Best <span class='output text_plain'>\u2018hello\u2019</span>.</p>"), "", "quotes: \u2018hello\u2019"),
     "numpy_glue": (page("<p>Gap <span class='pasted-text'>np.float64(0.5)</span>.</p>"), "", "numpy repr"),
+    # `$$r$$ is the ratio $x$` inside a paragraph: dollarmath pairs the delimiters wrongly
+    "math_dollar": (page(r'<p><span class="math notranslate nohighlight">\(r$ is the ratio \)</span></p>', mathjax=True), "", "a literal $ inside a formula"),
+    "math_english": (page(r'<p><span class="math notranslate nohighlight">\(x where the mean over tasks\)</span></p>', mathjax=True), "", "English words typeset as math: 'where the mean'"),
+    "math_text_ok": (page(r'<p><span class="math notranslate nohighlight">\(\text{the mean over tasks} = \bar x\)</span></p>', mathjax=True), "", None),
 }
 
 
@@ -88,7 +92,8 @@ def blocks(text: str) -> dict[str, str]:
 
 def test_report_fails_the_run(report):
     status, text = report
-    assert status == 1 and f"{len(PAGES) + 1} pages, {len(PAGES) - 2} with problems" in text, text
+    clean = sum(v[2] is None for v in PAGES.values())
+    assert status == 1 and f"{len(PAGES) + 1} pages, {len(PAGES) + 1 - clean} with problems" in text, text
 
 
 @pytest.mark.parametrize("name", list(PAGES))
@@ -115,3 +120,22 @@ def test_toc_pages_lists_root_then_files(tmp_path):
                                       ("```\n$x$\n```", False), ("\\begin{align}x\\end{align}", True)])
 def test_source_has_math(src, has):
     assert check_pages.source_has_math(src) is has
+
+
+def test_build_problems(tmp_path):
+    "A failed notebook's report, a glue key the prose shows but nothing glued, and a record from another build."
+    build, results = tmp_path / "_build", tmp_path / "results"
+    (build / "html" / "reports" / "nbs").mkdir(parents=True); (build / "jupyter_execute" / "nbs").mkdir(parents=True); results.mkdir()
+    source = json.dumps({"cells": [{"cell_type": "markdown", "source": ["A {glue:text}`em.ratio.mean:.2g` and {glue:text}`em.gone`; "
+                                                                        "quoted: ``{glue:text}`other.x` ``"]}]})
+    (build / "jupyter_execute" / "nbs" / "p.glue.json").write_text(json.dumps({"em.ratio.mean": {}}))
+    (build / "build_id").write_text("B2\n")
+    (results / "em.json").write_text(json.dumps({"build": "B1", "ratio": {"mean": 0.1}}))
+    assert check_pages.build_problems(build, "nbs/q", "", results) == []
+    (build / "html" / "reports" / "nbs" / "p.err.log").write_text("Traceback ...\nAssertionError: ci_low > 0")
+    text = "\n".join(check_pages.build_problems(build, "nbs/p", source, results))
+    for expected in ["its notebook failed", "AssertionError: ci_low > 0", "1 glued value(s) the prose shows were never glued",
+                     "'em.gone'", "em.json is not from this build (build 'B1', this build 'B2')"]:
+        assert expected in text, f"{expected!r} not in:\n{text}"
+    (results / "em.json").write_text(json.dumps({"build": "B2"}))
+    assert "not from this build" not in "\n".join(check_pages.build_problems(build, "nbs/p", source, results))

@@ -9,7 +9,14 @@ has run their JavaScript. For each page in `_toc.yml` it dumps the DOM after Mat
 - a Python traceback (`Traceback (most recent call last)` or a `.traceback` output);
 - a stderr output block (`.output.stderr`);
 - a code block showing an nbdev directive (`#|`);
-- a glued value shown with quote marks (`'0.6456'`) or as a numpy repr (`np.float64(0.6456)`).
+- a glued value shown with quote marks (`'0.6456'`) or as a numpy repr (`np.float64(0.6456)`);
+- a formula holding a literal `$` or a run of English words (math delimiters paired wrongly, e.g. an
+  inline `$$...$$` inside a paragraph);
+- a glued value the page's prose names but its notebook never glued (it would show as a blank);
+- an execution report (`_build/html/reports/<page>.err.log`): the notebook stopped at an error, and the
+  page shows whatever ran before it;
+- a results record the page glues from that this build did not write: its `build` stamp differs from
+  `_build/build_id` (the chapter failed before saving, or saved somewhere else).
 
 Exit status 1 lists every offending page with its reasons; 0 means every page is clean.
 Usage: `python tools/check_pages.py [--html _build/html] [--toc _toc.yml] [--jobs 3]`.
@@ -36,6 +43,12 @@ TRACEBACK = "Traceback (most recent call last)"
 DOLLAR_MATH = re.compile(r"\$\$.+?\$\$|(?<![\\$])\$(?![\s$])[^$\n]*?(?<![\s\\])\$(?!\d)", re.S)
 MATH_DIRECTIVE = re.compile(r"^\s*(```|:::)\s*\{math\}|\\begin\{(equation|align|gather|multline)\*?\}", re.M)
 CODE = re.compile(r"```.*?```|~~~.*?~~~|`[^`\n]*`", re.S)
+FENCED = re.compile(r"```.*?```|~~~.*?~~~|``.*?``", re.S)
+GLUE_ROLE = re.compile(r"\{glue(?::\w+)?\}`([^`:]+)(?::[^`]*)?`")
+# TeX commands whose argument is text (`\text{total variation}` is fine) and other commands.
+TEX_TEXT = re.compile(r"\\(?:text\w*|math\w*|operatorname|mbox)\s*\{[^{}]*\}")
+TEX_COMMAND = re.compile(r"\\[A-Za-z]+")
+ENGLISH = re.compile(r"\b[A-Za-z]{2,}\s+[A-Za-z]{2,}\s+[A-Za-z]{2,}\b")
 
 
 def find_chromium() -> str | None:
@@ -58,13 +71,23 @@ def toc_pages(toc: Path) -> list[str]:
     return [str(Path(p).with_suffix("")) if p.endswith((".ipynb", ".md")) else p for p in pages]
 
 
+def prose(source: str) -> str:
+    "The markdown of a page source (a notebook's markdown cells, or a markdown file as it is)."
+    if not source.lstrip().startswith("{"): return source
+    try: cells = json.loads(source)["cells"]
+    except (ValueError, KeyError): cells = []
+    return "\n\n".join("".join(c["source"]) for c in cells if c.get("cell_type") == "markdown")
+
+
 def source_has_math(source: str) -> bool:
     "Whether a page source (notebook JSON or markdown) has `$`-delimited math or a math directive in its prose."
-    if source.lstrip().startswith("{"):
-        try: cells = json.loads(source)["cells"]
-        except (ValueError, KeyError): cells = []
-        source = "\n\n".join("".join(c["source"]) for c in cells if c.get("cell_type") == "markdown")
+    source = prose(source)
     return bool(MATH_DIRECTIVE.search(source) or DOLLAR_MATH.search(CODE.sub(" ", source)))
+
+
+def glue_named(source: str) -> set[str]:
+    "The glue keys a page's prose shows with `{glue:...}` roles (not those quoted in code)."
+    return set(GLUE_ROLE.findall(FENCED.sub(" ", prose(source))))
 
 
 def page_source(html_dir: Path, page: str) -> str:
@@ -105,6 +128,12 @@ def page_problems(static_html: str, dom: str, source: str = "") -> list[str]:
                          if n_math else "math in the source, but none on the page ($ delimiters not parsed?)")
         elif raw:
             found.append(f"math not typeset: {len(raw)} of {n_math} formula(s) left as TeX, e.g. {_short(raw[0].get_text())!r}")
+    for m in before.select(".math"):
+        tex = m.get_text()
+        if "$" in tex.replace("\\$", ""):
+            found.append(f"a literal $ inside a formula (delimiters paired wrongly?): {_short(tex)!r}")
+        elif words := ENGLISH.search(TEX_COMMAND.sub(" ", TEX_TEXT.sub(" ", tex))):
+            found.append(f"English words typeset as math: {words.group(0)!r} in {_short(tex)!r}")
     for err in after.find_all("mjx-merror"):
         found.append(f"MathJax error: {_short(err.get('data-mjx-error') or err.get_text())!r}")
     tracebacks = body.select(".output.traceback")
@@ -127,13 +156,47 @@ def page_problems(static_html: str, dom: str, source: str = "") -> list[str]:
     return found
 
 
+def glued_keys(build: Path, page: str) -> set[str] | None:
+    "The keys `page`'s notebook glued in the build under `build` (`jupyter_execute/<page>.glue.json`); None if unknown."
+    path = build / "jupyter_execute" / f"{page}.glue.json"
+    return set(json.loads(path.read_text())) if path.exists() else None
+
+
+def build_problems(build: Path, page: str, source: str, results: Path | None = None) -> list[str]:
+    "What the build says about one page: an execution report, glue the prose names but nothing glued, stale records."
+    found, folder = [], results or results_folder(build)
+    if (report := build / "html" / "reports" / f"{page}.err.log").exists():
+        last = report.read_text(errors="replace").strip().splitlines()[-1:] or [""]
+        found.append(f"its notebook failed (execution report {report.relative_to(build)}): {_short(last[0], 120)}")
+    named = glue_named(source)
+    if named and (keys := glued_keys(build, page)) is not None and (blank := sorted(named - keys)):
+        found.append(f"{len(blank)} glued value(s) the prose shows were never glued (blank on the page), e.g. {blank[0]!r}")
+    if (stamp := build / "build_id").exists() and folder.is_dir():
+        build_id = stamp.read_text().strip()
+        for name in sorted({k.split(".")[0] for k in named}):
+            path = folder / f"{name}.json"
+            if path.exists() and (got := json.loads(path.read_text()).get("build")) != build_id:
+                found.append(f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path} is not from this build "
+                             f"(build {got!r}, this build {build_id!r})")
+    return found
+
+
+def results_folder(build: Path) -> Path:
+    "The results folder a build glued from: `results/`, `results/smoke/`, `seeds<offset>/` below either."
+    read = lambda name, default: (build / name).read_text().strip() if (build / name).exists() else default
+    d = ROOT / "results" / ("smoke" if read("budget", "full") == "smoke" else "")
+    return d / f"seeds{read('seed_offset', '0')}" if read("seed_offset", "0") != "0" else d
+
+
 def check_page(html_dir: Path, page: str, chromium: str) -> list[str]:
     "The problems of one page of the built book (a missing or unrenderable page is a problem too)."
     path = html_dir / f"{page}.html"
     if not path.exists(): return [f"no page {path} (is it in the toc but not built?)"]
+    source = page_source(html_dir, page)
+    found = build_problems(html_dir.parent, page, source)
     try: dom = render(path.resolve().as_uri(), chromium)
-    except (RuntimeError, subprocess.TimeoutExpired) as e: return [f"could not render: {e}"]
-    return page_problems(path.read_text(errors="replace"), dom, page_source(html_dir, page))
+    except (RuntimeError, subprocess.TimeoutExpired) as e: return found + [f"could not render: {e}"]
+    return found + page_problems(path.read_text(errors="replace"), dom, source)
 
 
 def check_book(html_dir: Path, pages: list[str], chromium: str, jobs: int = 3) -> dict[str, list[str]]:
