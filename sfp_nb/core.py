@@ -12,8 +12,8 @@ from tqdm import tqdm  # plain text bars: no widget needed, nothing printed when
 
 # %% auto #0
 __all__ = ['BUDGETS', 'budget', 'by_budget', 'seed_offset', 'seeds', 'show_progress', 'progress', 'project_root', 'results_dir',
-           'artifact_root', 'to_json', 'save_results', 'load_results', 'result_numbers', 'glue_results', 'mean_ci',
-           'ci_excludes', 'config_hash', 'artifact_dir']
+           'artifact_root', 'to_json', 'save_results', 'load_results', 'result_numbers', 'glue_results', 'Claims',
+           'mean_ci', 'ci_excludes', 'config_hash', 'artifact_dir']
 
 # %% ../nbs/00_core.ipynb #1c340b61
 BUDGETS = ("smoke", "full")
@@ -89,7 +89,7 @@ def save_results(name: str, data: dict) -> Path:
     path = results_dir() / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     stamp = {"budget": budget(), "seed_offset": seed_offset(), "build": os.environ.get("SFP_BUILD_ID")}
-    path.write_text(to_json({**stamp, **data}) + "\n")
+    path.write_text(to_json({**data, **stamp}) + "\n")  # the stamp of this write wins
     return path
 
 def load_results(name: str) -> dict:
@@ -124,6 +124,21 @@ def glue_results(name: str, data: dict) -> dict[str, float]:
     numbers = result_numbers(name, data)
     for key, v in numbers.items(): glue(key, v, display=False)
     return numbers
+
+# %% ../nbs/00_core.ipynb #c1a1d0e2
+class Claims:
+    "The conclusions of a chapter: `claim(ok, what)` records one, `verify()` raises if any failed."
+    def __init__(self): self.failed: list[str] = []
+
+    def __call__(self, ok, what: str) -> bool:
+        "Record the conclusion `what`; whether it holds."
+        if not ok: self.failed.append(what)
+        return bool(ok)
+
+    def verify(self) -> None:
+        "Raise `AssertionError` listing every conclusion that did not hold."
+        if self.failed:
+            raise AssertionError(f"{len(self.failed)} conclusion(s) do not hold: " + "; ".join(self.failed))
 
 # %% ../nbs/00_core.ipynb #9f4c3d72
 def mean_ci(values, level: float = 0.95) -> dict:

@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 from jaxtyping import Bool, Float, Int
 from numpy import ndarray
-from .core import (budget, by_budget, load_results, mean_ci, results_dir,
+from .core import (Claims, budget, by_budget, load_results, mean_ci, results_dir,
                          save_results)
 from .experiments import experiment, load_record, run_experiment, sweep
 from .ghmm import GHMM
@@ -24,13 +24,14 @@ from .probing import (angle_null, fit_probe, principal_angles, r2_score,
 from .emworld import (em_layout, persona_posterior, prefix_beliefs, sample_paths,
                             task_posterior)
 from .em import EMConfig, em_replication, one_thread, paired_ci, pretrain_config
+claim = Claims()  # this chapter's conclusions, verified once its record is saved
 
 # %% auto #0
-__all__ = ['BASELINE', 'KNOBS', 'HOOK', 'SUMMARY', 'world_spec', 'Setting', 'settings', 'unique_worlds', 'EngConfig', 'em_sizes',
-           'eng_config', 'measures', 'BeliefSample', 'belief_sample', 'label_task_joint', 'belief_mi', 'carry_forms',
-           'carry_over', 'probe_geometry', 'engineering_run', 'pareto_front', 'is_improvement', 'book_subset',
-           'grid_configs', 'stored_runs', 'merge_results', 'config_seconds', 'grid_timing', 'main', 'summarise',
-           'versus_baseline', 'knob_curves', 'plot_knob', 'plot_pareto']
+__all__ = ['claim', 'BASELINE', 'KNOBS', 'HOOK', 'SUMMARY', 'world_spec', 'Setting', 'settings', 'unique_worlds', 'EngConfig',
+           'em_sizes', 'eng_config', 'measures', 'BeliefSample', 'belief_sample', 'label_task_joint', 'belief_mi',
+           'carry_forms', 'carry_over', 'probe_geometry', 'engineering_run', 'pareto_front', 'is_improvement',
+           'book_subset', 'grid_configs', 'stored_runs', 'merge_results', 'config_seconds', 'grid_timing', 'main',
+           'summarise', 'versus_baseline', 'knob_curves', 'plot_knob', 'plot_pareto']
 
 # %% ../nbs/15_engineering.ipynb #714ffe7d
 BASELINE = ProcessSpec("em_world", switch=0.125)  # the replication's shared world

@@ -11,7 +11,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from numpy import ndarray
 from torch import Tensor
-from .core import mean_ci
+from .core import Claims, mean_ci
 from .em import (EMConfig, EvalSet, _in_task, em_finetune_config, em_metrics, eval_set,
                        finetune_spec, model_probs, one_thread, pretrain_config)
 from .emworld import (em_layout, persona_posterior, prefix_beliefs, sample_paths,
@@ -24,9 +24,10 @@ from .probing import Probe, fit_probe
 from .processes import ProcessSpec, loss_mask, make_process
 from .training import (RunOptions, finetune_config, model_inputs, model_log_probs,
                              plain_twin, train_or_load)
+claim = Claims()  # this chapter's conclusions, verified once its record is saved
 
 # %% auto #0
-__all__ = ['HOOKS', 'STEERED', 'PREVENTIONS', 'HEADER_WORLD', 'TASKS', 'BUDGET_NATS', 'kl_rows', 'task_marginal',
+__all__ = ['claim', 'HOOKS', 'STEERED', 'PREVENTIONS', 'HEADER_WORLD', 'TASKS', 'BUDGET_NATS', 'kl_rows', 'task_marginal',
            'neutral_positions', 'summarize', 'restored', 'PersonaCells', 'persona_cells', 'cell_centroids',
            'belief_vectors', 'task_probe', 'conditional_steer', 'persona_vectors', 'steer', 'probe_agreement',
            'vector_geometry', 'ReversalConfig', 'Meter', 'ft_loss', 'em_reversal', 'PreventionConfig',

@@ -4,7 +4,7 @@ Convention (`sfp_nb.core.glue_results`): a number on a page is glued under `<res
 its path in `results/<results name>.json` (`results/smoke/` for a smoke build). myst-nb writes each
 page's glued values to `_build/jupyter_execute/<page>.glue.json` (outputs with `scrapbook` metadata;
 any left in the executed notebooks are read too). `make book` writes the budget it built with to
-`_build/budget`. Every glue key whose first dotted part names a results file of that budget must
+`_build/budget` (and a replication build's seed offset to `_build/seed_offset`: its results are in `seeds<offset>/`). Every glue key whose first dotted part names a results file of that budget must
 lead to a value there equal to the glued one (floats exactly, after the round trip through repr).
 """
 import ast, json, math
@@ -100,6 +100,8 @@ def test_book_glue_agrees_with_results():
     if not executed.is_dir(): pytest.skip("no book build (_build/jupyter_execute): run `make book` or `make book BUDGET=smoke` first")
     budget = build_budget(BUILD)
     results = ROOT / "results" if budget == "full" else ROOT / "results" / "smoke"
+    offset = (BUILD / "seed_offset").read_text().strip() if (BUILD / "seed_offset").exists() else "0"
+    if offset != "0": results = results / f"seeds{offset}"  # a replication build (make book SEED_OFFSET=...)
     problems, checked = glue_problems(executed, results, budget)
     print(f"{checked} glued results checked against {results}")
     assert not problems, "pages disagree with their results:\n" + "\n".join(problems)

@@ -1,4 +1,4 @@
-"""Stage the book in `_book/`: copy `_config.yml`, `_toc.yml`, `references.bib` and the notebooks, turning nbdev directives into cell tags.
+"""Stage the book in `_book/`: copy `_config.yml`, `_toc.yml`, `references.bib`, `_static/` and the notebooks, turning nbdev directives into cell tags.
 
 Jupyter Book renders `#|` comments verbatim, so each directive line is removed from the copy and
 its meaning kept as a tag: `#| hide` -> `remove-cell`, `#| echo: false` -> `remove-input`,
@@ -38,6 +38,7 @@ def main() -> None:
     if STAGE.exists(): shutil.rmtree(STAGE)
     STAGE.mkdir()
     for name in ("_config.yml", "_toc.yml", "references.bib"): shutil.copy(ROOT / name, STAGE / name)
+    shutil.copytree(ROOT / "_static", STAGE / "_static")  # page CSS (Sphinx's html_static_path)
     for nb in sorted((ROOT / "nbs").glob("[!_]*.ipynb")):
         stage_notebook(nb, STAGE / "nbs" / nb.name)
     print(f"staged {len(list((STAGE / 'nbs').glob('*.ipynb')))} notebooks in {STAGE}")
