@@ -13,7 +13,7 @@ from tqdm import tqdm  # plain text bars: no widget needed, nothing printed when
 # %% auto #0
 __all__ = ['BUDGETS', 'budget', 'by_budget', 'seed_offset', 'seeds', 'show_progress', 'progress', 'project_root', 'results_dir',
            'artifact_root', 'to_json', 'save_results', 'load_results', 'result_numbers', 'glue_results', 'Claims',
-           'mean_ci', 'ci_excludes', 'config_hash', 'artifact_dir']
+           'mean_ci', 'ci_excludes', 'verdict', 'min_detectable', 'glue_markdown', 'config_hash', 'artifact_dir']
 
 # %% ../nbs/00_core.ipynb #1c340b61
 BUDGETS = ("smoke", "full")
@@ -156,6 +156,27 @@ def mean_ci(values, level: float = 0.95) -> dict:
 def ci_excludes(ci: dict, value: float = 0.0) -> bool:
     "True when the interval `ci` (from `mean_ci`) lies entirely above or below `value`."
     return bool(ci["ci_low"] > value or ci["ci_high"] < value)
+
+# %% ../nbs/00_core.ipynb #d0e1f2a4
+def verdict(ci: dict, value: float = 0.0) -> str:
+    "Where the interval `ci` lies against `value`: 'resolved above', 'resolved below' or 'not resolved'."
+    if ci["ci_low"] > value: return "resolved above"
+    if ci["ci_high"] < value: return "resolved below"
+    return "not resolved"
+
+def min_detectable(ci: dict, power: float = 0.8, level: float = 0.95) -> float:
+    "The smallest true mean that `ci` (a `mean_ci` over n seeds) resolves from 0 with probability `power`."
+    n = ci["seeds"]
+    if n < 2: return math.nan
+    half = ci["ci_high"] - ci["mean"]  # t_{(1+level)/2, n-1} s / sqrt(n)
+    return half * (1 + stats.t.ppf(power, n - 1) / stats.t.ppf(0.5 + level / 2, n - 1))
+
+def glue_markdown(key: str, text: str) -> str:
+    "Glue a sentence generated from the numbers under `key`, shown with `{glue:md}` (no quote marks)."
+    from IPython.display import Markdown
+    from myst_nb import glue
+    glue(key, Markdown(text), display=False)
+    return text
 
 # %% ../nbs/00_core.ipynb #9474c4e9
 def config_hash(config) -> str:
