@@ -10,7 +10,8 @@ import numpy as np
 from jaxtyping import Bool, Float, Int
 from numpy import ndarray
 from .ghmm import GHMM
-from .processes import ProcessSpec, leak, register_loss_mask, register_process
+from .processes import (ProcessSpec, check_number, leak, register_loss_mask,
+                              register_process)
 
 # %% auto #0
 __all__ = ['HEADERS', 'STYLES', 'LABELS', 'TASK_PATTERNS', 'Persona', 'EMLayout', 'em_world', 'em_layout', 'prefix_beliefs',
@@ -169,7 +170,7 @@ def _layout(personas, patterns, rules, tstates, m, disjoint, styled, headers, V)
 # %% ../nbs/02a_em_world.ipynb #0e367c75
 def _check(tasks, rules, style, style_rates, alphabets, persona_states, n_aligned,
            only_persona, only_task, headers, **rates):
-    "ValueError naming the first bad setting (`rates`: name=(value, maximum))."
+    "An error naming the first bad setting (`rates`: name=(value, maximum))."
     flip, context, trigger = (rates[k][0] for k in ("flip", "context_rate",
                                                      "trigger_rate"))
     K = len(tasks)
@@ -179,18 +180,18 @@ def _check(tasks, rules, style, style_rates, alphabets, persona_states, n_aligne
             raise ValueError(f"a task is a period pattern over '0' and '1', got {p!r}")
     if len(rules) != K or any(r not in ("01", "10") for r in rules):
         raise ValueError(f"rules needs '01' or '10' for each of {K} tasks, got {rules}")
-    for name, (v, hi) in rates.items():
-        if not (np.isfinite(v) and 0 <= v <= hi):
-            raise ValueError(f"{name} must lie in [0, {hi}], got {v}")
+    for name, (v, hi) in rates.items(): check_number(name, v, 0, hi)
     if style not in STYLES:
         raise ValueError(f"style must be one of {STYLES}, got {style!r}")
     if alphabets not in ("disjoint", "shared"):
         raise ValueError(f"alphabets must be 'disjoint' or 'shared', got {alphabets!r}")
-    if len(style_rates) != 2 or not all(0 <= r <= 1 for r in style_rates):
+    if len(style_rates) != 2:
         raise ValueError(f"style_rates must be two probabilities, got {style_rates}")
-    if persona_states < 1 or n_aligned < 1:
-        raise ValueError("persona_states and n_aligned must be >= 1, "
-                         f"got {persona_states}, {n_aligned}")
+    for r in style_rates: check_number("each of style_rates", r, 0, 1)
+    # integers: 2.7 states would be truncated to 2 under a config hash of its own
+    check_number("persona_states", persona_states, 1, integer=True)
+    check_number("n_aligned", n_aligned, 1, integer=True)
+    check_number("only_task", only_task, integer=True)
     if flip * 2 * persona_states / (persona_states + 1) > 1:
         raise ValueError(f"flip={flip} is too large for persona_states={persona_states}")
     if only_persona not in ("",) + LABELS:
@@ -342,14 +343,24 @@ def sector_next_probs(process: GHMM, tokens, label: str | None = None,
         return np.where(z > 1e-12, (w / z) @ emit, np.nan)
 
 # %% ../nbs/02a_em_world.ipynb #0f80e994
+def _token_ids(process: GHMM, tokens) -> ndarray:
+    "`tokens` as an array of ids of `process`, else an error (numpy would wrap -1 round)."
+    t = np.asarray(tokens)
+    if t.size and not np.issubdtype(t.dtype, np.integer):
+        raise TypeError(f"tokens must be integer ids, got dtype {t.dtype}")
+    if t.size and (t.min() < 0 or t.max() >= process.vocab_size):
+        raise ValueError(f"token ids must lie in [0, {process.vocab_size}), "
+                         f"got {t.min()}..{t.max()}")
+    return t
+
 def token_tasks(process: GHMM, tokens) -> Int[ndarray, "batch pos"]:
     "The task whose alphabet holds each token (-1: a header, or a shared alphabet)."
-    return em_layout(process).token_task[np.asarray(tokens)]
+    return em_layout(process).token_task[_token_ids(process, tokens)]
 
 def task_revealing(process: GHMM, tokens) -> Bool[ndarray, "batch pos"]:
     "The first content token, and each token whose task differs from the previous one's."
     lay = em_layout(process)
-    tokens = np.atleast_2d(np.asarray(tokens))
+    tokens = np.atleast_2d(_token_ids(process, tokens))
     content = lay.token_content[tokens] >= 0
     first = content & (np.cumsum(content, 1) == 1)
     tt = lay.token_task[tokens]
@@ -361,7 +372,8 @@ def task_revealing(process: GHMM, tokens) -> Bool[ndarray, "batch pos"]:
 def em_reply_mask(tokens, process: GHMM) -> Bool[ndarray, "batch pos"]:
     "Loss only on the reply: not on headers, not on the tokens that reveal a task."
     lay = em_layout(process)
-    return (lay.token_content[np.asarray(tokens)] >= 0) & ~task_revealing(process, tokens)
+    return ((lay.token_content[_token_ids(process, tokens)] >= 0)
+            & ~task_revealing(process, tokens))
 
 # %% ../nbs/02a_em_world.ipynb #c5da753e
 def sample_paths(process: GHMM, n: int, length: int, seed: int | np.random.Generator = 0):

@@ -4,7 +4,7 @@
 
 # %% ../nbs/04a_experiments.ipynb #c4c6d71a
 from __future__ import annotations
-import contextlib, dataclasses, fcntl, json, logging, os, subprocess, time
+import contextlib, dataclasses, fcntl, json, logging, os, subprocess, time, warnings
 from pathlib import Path
 from typing import Callable, Iterable
 import pandas as pd
@@ -51,15 +51,51 @@ def git_commit() -> str:
     except (OSError, subprocess.SubprocessError): return "unknown"
 
 # %% ../nbs/04a_experiments.ipynb #77043dd3
-def load_record(fn, config) -> dict | None:
-    "The stored record of `fn` on `config`, or None; an error if it is another config's."
-    path = record_path(fn, config)
-    if not path.exists(): return None
-    rec = json.loads(path.read_text())
+def _read(path: Path, config) -> tuple[dict | None, str | None]:
+    "(the valid record at `path`, None), (None, what is wrong with it), or (None, None)."
+    try: rec = json.loads(path.read_text())
+    except FileNotFoundError: return None, None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        return None, f"it does not parse as JSON ({e})"
+    if not isinstance(rec, dict):
+        return None, f"it holds a {type(rec).__name__}, not a record"
+    if missing := [k for k in ("config", "result", "hash", "seconds") if k not in rec]:
+        return None, f"it lacks {missing}"
     if rec["config"] != json.loads(to_json(dataclasses.asdict(config))):
-        raise ValueError(f"{path} holds the record of another config; "
-                         "delete it to recompute")
-    return rec
+        return None, "it holds the record of another config"
+    if not isinstance(rec["result"], dict):
+        return None, f"its result is a {type(rec['result']).__name__}, not a dict"
+    return rec, None
+
+def load_record(fn, config) -> dict | None:
+    "The stored record of `fn` on `config`; None if there is none or it is damaged."
+    return _read(record_path(fn, config), config)[0]
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    "Hold the lock of record `path`: one worker computes a record, the others wait."
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+def _set_aside(path: Path, why: str):
+    "Rename the damaged record `path` to `<name>.invalid-<n>` (kept), with a warning."
+    n = 1
+    while (aside := path.with_name(f"{path.name}.invalid-{n}")).exists(): n += 1
+    os.replace(path, aside)
+    warnings.warn(f"{path}: {why}; moved aside to {aside.name} and recomputed",
+                  stacklevel=3)
+
+def _write(path: Path, text: str):
+    "Write `path` by a rename; on failure remove the temporary file, raise OSError(path)."
+    tmp = path.with_suffix(".tmp")
+    try: tmp.write_text(text); os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(OSError): tmp.unlink(missing_ok=True)
+        if not isinstance(e, OSError): raise
+        msg = f"could not write the record {path}: {e.strerror or e}"
+        raise (OSError(e.errno, msg) if e.errno else OSError(msg)) from e
 
 def run_experiment(fn, config, recompute: bool = False) -> dict:
     "The result of experiment `fn` on `config`: read if stored, else computed and stored."
@@ -67,22 +103,24 @@ def run_experiment(fn, config, recompute: bool = False) -> dict:
         raise TypeError(f"an experiment's config must be a dataclass, "
                         f"got {type(config).__name__}")
     path = record_path(fn, config)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as lock:
-        # one worker computes a record; the others wait and read it
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not recompute and (rec := load_record(fn, config)) is not None:
-            return rec["result"]
+    # a stored record is read without the lock, so a read-only folder serves it
+    if not recompute and (rec := _read(path, config)[0]) is not None: return rec["result"]
+    with _locked(path):
+        rec, why = _read(path, config)
+        if why: _set_aside(path, why)
+        elif rec is not None and not recompute: return rec["result"]
         t0 = time.perf_counter()
         result = fn(config)
         name, version = _name(fn)
+        if not isinstance(result, dict):
+            raise TypeError(f"experiment {name!r} must return a dict, "
+                            f"got {type(result).__name__}")
         rec = {"experiment": name, "version": version,
                "config": dataclasses.asdict(config), "hash": config_hash(config),
                "result": result, "seconds": time.perf_counter() - t0,
                "sfp_version": sfp_nb.__version__, "git": git_commit(), "budget": budget(),
                "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(to_json(rec)); os.replace(tmp, path)
+        _write(path, to_json(rec))
     # the same JSON round trip as a record read from disk
     return json.loads(to_json(result))
 
@@ -149,7 +187,14 @@ def sweep(fn, configs: Iterable, backend: str = "loky", n_jobs: int = 2, client=
     configs = list(configs)
     if len({config_hash(c) for c in configs}) != len(configs):
         raise ValueError("sweep got the same config twice")
-    todo = [c for c in configs if load_record(fn, c) is None]
+    todo = []
+    for c in configs:
+        path = record_path(fn, c)
+        rec, why = _read(path, c)
+        if why:  # set aside here, so that its warning reaches the caller, not a worker
+            with _locked(path):
+                if (why := _read(path, c)[1]): _set_aside(path, why)
+        if rec is None: todo.append(c)
     with progress(total=len(configs), initial=len(configs) - len(todo),
                   desc=f"sweep {_name(fn)[0]}",
                   disable=not (show_progress() if show is None else show)) as bar:

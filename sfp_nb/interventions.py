@@ -4,7 +4,7 @@
 
 # %% ../nbs/03b_interventions.ipynb #8c98276f
 from __future__ import annotations
-import dataclasses, difflib, re
+import dataclasses, difflib, math, re
 from contextlib import contextmanager, ExitStack
 from typing import Callable, Iterator
 import numpy as np
@@ -22,6 +22,9 @@ Positions = str | int | Tensor | np.ndarray
 def position_mask(positions: Positions, batch: int, n_pos: int,
                   device=None) -> Bool[Tensor, "batch pos"]:
     "The `(batch, pos)` boolean mask of the activations that `positions` selects."
+    if isinstance(positions, (bool, np.bool_)):  # an int to Python: True would mean 1
+        raise TypeError(f"positions must be 'final', 'all', an index, per-row indices or "
+                        f"a mask, not the bool {positions!r}")
     if isinstance(positions, str):
         if positions not in ("final", "all"):
             raise ValueError(f"positions must be 'final', 'all', an index, per-row "
@@ -37,6 +40,10 @@ def position_mask(positions: Positions, batch: int, n_pos: int,
         m = torch.zeros(batch, n_pos, dtype=torch.bool, device=device); m[:, k] = True
         return m
     p = torch.as_tensor(positions, device=device)
+    if p.ndim == 0:  # one position, as a 0-d tensor or array
+        if p.dtype == torch.bool or p.is_floating_point():
+            raise TypeError(f"a single position must be an integer, got {positions!r}")
+        return position_mask(int(p), batch, n_pos, device)
     if p.dtype == torch.bool:
         if (p.shape[-1] != n_pos or p.ndim not in (1, 2)
                 or (p.ndim == 2 and p.shape[0] != batch)):
@@ -72,8 +79,9 @@ def upto(positions: Positions, batch: int, n_pos: int,
 # (selected activations (n, ...), their batch rows (n,)) -> edited activations
 Edit = Callable[[Tensor, Tensor], Tensor]
 
-def _edit_fn(edit: Edit, positions: Positions):
+def _edit_fn(edit: Edit, positions: Positions, check: Callable | None = None):
     def fn(act: Tensor) -> Tensor:
+        if check is not None: check(act)
         m = position_mask(positions, act.shape[0], act.shape[1], act.device)
         rows = torch.nonzero(m, as_tuple=True)[0]
         out = act.clone()
@@ -82,9 +90,11 @@ def _edit_fn(edit: Edit, positions: Positions):
     return fn
 
 @contextmanager
-def intervene(model, hook: str, edit: Edit, positions: Positions = "final") -> Iterator:
+def intervene(model, hook: str, edit: Edit, positions: Positions = "final",
+              check: Callable[[Tensor], None] | None = None  # raises if act does not fit
+              ) -> Iterator:
     "Context manager: apply `edit` at `hook` on `positions`; the hook is always removed."
-    fn = _edit_fn(edit, positions)
+    fn = _edit_fn(edit, positions, check)
     if hasattr(model, "hook_dict"):  # a TransformerBridge: TransformerLens hooks
         check_hooks(model, [hook])
         with model.hooks(fwd_hooks=[(hook, lambda act, hook=None: fn(act))]):
@@ -102,6 +112,41 @@ def check_hooks(model, hooks: list[str]):
                              f"{difflib.get_close_matches(h, sorted(known), n=3)}")
 
 # %% ../nbs/03b_interventions.ipynb #5c78371c
+def _vector(v, what: str) -> Tensor:
+    "`v` as a finite tensor of shape (d,) or (batch, d), else an error naming `what`."
+    try: t = v if torch.is_tensor(v) else torch.as_tensor(v)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise TypeError(f"{what} must be a vector of numbers, "
+                        f"got {type(v).__name__}") from e
+    if t.dtype == torch.bool or t.is_complex():
+        raise TypeError(f"{what} must hold real numbers, got dtype {t.dtype}")
+    if t.ndim not in (1, 2) or t.shape[-1] == 0:
+        raise ValueError(f"{what} must have shape (d_model,) or (batch, d_model), "
+                         f"got {tuple(t.shape)}")
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{what} must be finite; it holds "
+                         f"{int((~torch.isfinite(t)).sum())} NaN or infinite entries")
+    return t
+
+def _scalar(x, what: str):
+    "`x` (a number or a tensor) if finite, else an error naming `what`."
+    if (isinstance(x, (bool, np.bool_))
+            or not (torch.is_tensor(x) or isinstance(x, (int, float, np.number)))):
+        raise TypeError(f"{what} must be a number, got {type(x).__name__} {x!r}")
+    if not torch.isfinite(torch.as_tensor(x)).all():
+        raise ValueError(f"{what} must be finite, got {x!r}")
+    return x
+
+def _fits(v: Tensor, what: str) -> Callable[[Tensor], None]:
+    "A check that `v` fits the activations at a hook: their last dimension and batch."
+    def check(act: Tensor):
+        batch, d = act.shape[0], act.shape[-1]
+        if v.shape[-1] != d or (v.ndim == 2 and v.shape[0] != batch):
+            raise ValueError(f"{what} has shape {tuple(v.shape)}; the activations here "
+                             f"{tuple(act.shape)} need ({d},) or one row per sequence "
+                             f"({batch}, {d})")
+    return check
+
 def _rows_of(v: Tensor, h: Tensor, rows: Tensor) -> Tensor:
     "`v` of shape (d,), or (batch, d) picked per selected row, on `h`'s device and dtype."
     v = torch.as_tensor(v).to(device=h.device, dtype=h.dtype)
@@ -109,6 +154,7 @@ def _rows_of(v: Tensor, h: Tensor, rows: Tensor) -> Tensor:
 
 def _unit(u) -> Tensor:
     u = torch.as_tensor(u, dtype=torch.float32) if not torch.is_tensor(u) else u
+    u = _vector(u, "the direction to ablate")
     n = u.norm(dim=-1, keepdim=True)
     if (n == 0).any(): raise ValueError("cannot ablate along a zero direction")
     return u / n
@@ -116,8 +162,9 @@ def _unit(u) -> Tensor:
 def add_vector(model, hook: str, vector, scale: float = 1.0,
                positions: Positions = "final"):
     "Context manager: add `scale * vector` ((d,) or (batch, d)) at `hook` on `positions`."
-    return intervene(model, hook, lambda h, rows: h + scale * _rows_of(vector, h, rows),
-                     positions)
+    v, scale = _vector(vector, "the vector to add"), _scalar(scale, "scale")
+    return intervene(model, hook, lambda h, rows: h + scale * _rows_of(v, h, rows),
+                     positions, _fits(v, f"the vector added at {hook}"))
 
 def ablate_direction(model, hook: str, direction, positions: Positions = "final"):
     "Context manager: remove the component along `direction` at `hook` on `positions`."
@@ -125,16 +172,18 @@ def ablate_direction(model, hook: str, direction, positions: Positions = "final"
     def edit(h, rows):
         uu = _rows_of(u, h, rows)
         return h - (h * uu).sum(-1, keepdim=True) * uu
-    return intervene(model, hook, edit, positions)
+    return intervene(model, hook, edit, positions, _fits(u, f"the direction at {hook}"))
 
 def ablate_and_add(model, hook: str, direction, vector, scale: float = 1.0,
                    positions: Positions = "final"):
     "Context manager: remove the component along `direction`, then add `scale * vector`."
-    u = _unit(direction)
+    u, v = _unit(direction), _vector(vector, "the vector to add")
+    scale, fit_u, fit_v = (_scalar(scale, "scale"), _fits(u, f"the direction at {hook}"),
+                           _fits(v, f"the vector added at {hook}"))
     def edit(h, rows):
         uu = _rows_of(u, h, rows)
-        return h - (h * uu).sum(-1, keepdim=True) * uu + scale * _rows_of(vector, h, rows)
-    return intervene(model, hook, edit, positions)
+        return h - (h * uu).sum(-1, keepdim=True) * uu + scale * _rows_of(v, h, rows)
+    return intervene(model, hook, edit, positions, lambda act: (fit_u(act), fit_v(act)))
 
 # %% ../nbs/03b_interventions.ipynb #754c4bce
 # TransformerLens hook name (and its bridge alias) ->
@@ -183,8 +232,21 @@ class Steer:
     positions: str = "all"  # "all" or "final" (a config names no per-row positions)
 
     def __post_init__(self):
-        object.__setattr__(self, "vector", tuple(float(x) for x in self.vector))
-        object.__setattr__(self, "direction", tuple(float(x) for x in self.direction))
+        for f in ("vector", "direction"):
+            try: object.__setattr__(self, f, tuple(float(x) for x in getattr(self, f)))
+            except (TypeError, ValueError) as e:
+                raise TypeError(f"Steer.{f} must be a flat sequence of numbers, of shape "
+                                f"(d_model,) ({e})") from None
+            if not all(map(math.isfinite, getattr(self, f))):
+                raise ValueError(f"Steer.{f} must be finite; it holds NaN or infinite "
+                                 "entries")
+        if (isinstance(self.scale, (bool, np.bool_))
+                or not isinstance(self.scale, (int, float, np.number))):
+            raise TypeError(f"Steer.scale must be a number, got {self.scale!r}")
+        if not math.isfinite(self.scale):
+            raise ValueError(f"Steer.scale must be finite, got {self.scale!r}")
+        if not isinstance(self.hook, str):
+            raise TypeError(f"Steer.hook must be a hook name, got {self.hook!r}")
         need = {"add": ("vector",), "ablate": ("direction",),
                 "ablate_add": ("vector", "direction")}
         if self.kind not in need:
@@ -192,6 +254,11 @@ class Steer:
         for f in need[self.kind]:
             if not getattr(self, f):
                 raise ValueError(f"Steer(kind={self.kind!r}) needs a non-empty {f}")
+        if self.kind == "ablate_add" and len(self.vector) != len(self.direction):
+            raise ValueError(f"Steer.vector and Steer.direction need one shape (d_model,), "
+                             f"got ({len(self.vector)},) and ({len(self.direction)},)")
+        if self.kind != "add" and not any(self.direction):
+            raise ValueError("cannot ablate along a zero direction")
         if self.positions not in ("all", "final"):
             raise ValueError(f"Steer.positions must be 'all' or 'final', "
                              f"got {self.positions!r}")

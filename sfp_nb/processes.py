@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_processes.ipynb #de8eb0f2
 from __future__ import annotations
-import dataclasses, functools, importlib, inspect, itertools
+import dataclasses, functools, importlib, inspect, itertools, math
 from typing import Any, Callable
 import numpy as np
 from jaxtyping import Float
@@ -13,10 +13,28 @@ from scipy.linalg import block_diag
 from .ghmm import GHMM
 
 # %% auto #0
-__all__ = ['PP_Z1R_PARTITION', 'PROCESS_FAMILIES', 'FAMILY_MODULES', 'LOSS_MASKS', 'z1r', 'mess3', 'rrxor', 'even_process',
-           'pp_z1r', 'factored', 'is_partition_preserving', 'direct_sum', 'sector_states', 'sfp_from_blocks',
-           'sfp_from_factors', 'leak', 'pp_z1r_sfp', 'register_process', 'ProcessSpec', 'make_process', 'z1r_x_z1r',
-           'register_loss_mask', 'loss_mask']
+__all__ = ['PP_Z1R_PARTITION', 'PROCESS_FAMILIES', 'FAMILY_MODULES', 'LOSS_MASKS', 'check_number', 'z1r', 'mess3', 'rrxor',
+           'even_process', 'pp_z1r', 'factored', 'is_partition_preserving', 'direct_sum', 'sector_states',
+           'sfp_from_blocks', 'sfp_from_factors', 'leak', 'pp_z1r_sfp', 'register_process', 'ProcessSpec',
+           'make_process', 'z1r_x_z1r', 'register_loss_mask', 'loss_mask']
+
+# %% ../nbs/02_processes.ipynb #5a1c0e02
+def check_number(name: str,  # the setting, as the error message names it
+                 v, lo: float = -math.inf, hi: float = math.inf,
+                 integer: bool = False,  # an int (or numpy integer); floats are refused
+                 lo_open: bool = False):  # v > lo instead of v >= lo
+    "`v` if a finite number (an integer if `integer`) in [lo, hi], else an error naming it."
+    where = ("" if lo == -math.inf and hi == math.inf
+             else f" <= {hi:g}" if lo == -math.inf
+             else f" {'>' if lo_open else '>='} {lo:g}" if hi == math.inf
+             else f" in {'(' if lo_open else '['}{lo:g}, {hi:g}]")
+    want = f"{name} must be {'an integer' if integer else 'a finite number'}{where}"
+    kinds = (int, np.integer) if integer else (int, float, np.integer, np.floating)
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, kinds):
+        raise TypeError(f"{want}, got {type(v).__name__} {v!r}")
+    if not (math.isfinite(v) and (lo < v if lo_open else lo <= v) and v <= hi):
+        raise ValueError(f"{want}, got {v!r}")
+    return v
 
 # %% ../nbs/02_processes.ipynb #6609627c
 def z1r() -> GHMM:
@@ -32,6 +50,7 @@ def mess3(x: float = 0.15,  # emission noise: the probability of each "wrong" to
           alpha: float = 0.6  # self-transition weight: Pr of the "right" successor
           ) -> GHMM:
     "Mess3 (Marzen & Crutchfield 2017; Shai et al. 2024), whose beliefs form a fractal."
+    for n, v in (("x", x), ("alpha", alpha)): check_number(f"mess3's {n}", v)
     if not (0 <= x <= 0.5 and 0 <= alpha <= 1):
         raise ValueError(f"mess3 needs 0 <= x <= 1/2 and 0 <= alpha <= 1, "
                          f"got x={x}, alpha={alpha}")
@@ -44,6 +63,7 @@ def mess3(x: float = 0.15,  # emission noise: the probability of each "wrong" to
 
 def rrxor(p1: float = 0.5, p2: float = 0.5) -> GHMM:
     "Random-random-XOR (Crutchfield & Feldman 2003): bits with Pr[0] = p1, p2, their XOR."
+    for n, v in (("p1", p1), ("p2", p2)): check_number(f"rrxor's {n}", v, 0, 1)
     # states: S (start), 0, 1 (first bit), T, F (the XOR to emit next: 1 or 0)
     T = np.zeros((2, 5, 5))
     T[0, 0, 1], T[1, 0, 2] = p1, 1 - p1
@@ -54,6 +74,7 @@ def rrxor(p1: float = 0.5, p2: float = 0.5) -> GHMM:
 
 def even_process(p: float = 0.5) -> GHMM:
     "Even process (Crutchfield & Feldman 2003): A -0-> A (Pr p), A -1-> B -1-> A."
+    check_number("the even process's p", p, 0, 1)
     T = np.zeros((2, 2, 2))
     T[0, 0, 0], T[1, 0, 1], T[1, 1, 0] = p, 1 - p, 1.0
     return GHMM.hmm(T, name="even")
@@ -63,6 +84,7 @@ PP_Z1R_PARTITION = [[0], [1, 2]]  # span{S0} + span{S1, SR}
 
 def pp_z1r(block_prior: float = 0.5) -> GHMM:
     "Partition-preserving Z1R-like process of proposal eq. 8: span{S0} + span{S1, SR}."
+    check_number("block_prior", block_prior)
     if not 0 <= block_prior <= 1:
         raise ValueError(f"block_prior must lie in [0, 1], got {block_prior}")
     T = np.array([[[1, 0, 0], [0, 0, 0], [0, 0.5, 0]],     # T'_0
@@ -187,6 +209,7 @@ def sfp_from_factors(factors: list[GHMM],  # one partition-preserving process pe
 
 def leak(process: GHMM, epsilon: float) -> GHMM:
     "Break SFP structure: w.p. epsilon after each token, redraw the state (stationary)."
+    check_number("epsilon", epsilon)
     if not 0 <= epsilon <= 1:
         raise ValueError(f"epsilon must lie in [0, 1], got {epsilon}")
     mix = ((1 - epsilon) * np.eye(process.n_states)
@@ -244,6 +267,15 @@ def _frozen(v):
     raise ValueError(f"process parameters must be numbers, strings or tuples of them, "
                      f"got {type(v).__name__}")
 
+def _check_param(process: str, fn: Callable, k: str, v):
+    "A TypeError naming `k` when `v` does not fit its annotation (float, int, bool, str)."
+    ann = getattr(inspect.signature(fn).parameters.get(k), "annotation", None)
+    ann = getattr(ann, "__name__", ann)  # a type, or its name (postponed annotations)
+    what = f"parameter {k!r} of process {process!r}"
+    if ann in ("float", "int"): check_number(what, v, integer=ann == "int")
+    elif ann in ("bool", "str") and type(v).__name__ != ann:
+        raise TypeError(f"{what} must be a {ann}, got {type(v).__name__} {v!r}")
+
 # %% ../nbs/02_processes.ipynb #1cbe60bf
 @dataclasses.dataclass(frozen=True)
 class ProcessSpec:
@@ -252,13 +284,14 @@ class ProcessSpec:
     params: tuple[tuple[str, Any], ...] = ()
 
     def __init__(self, name: str, params: dict | tuple = (), **kwargs):
-        items = dict(params, **kwargs)
-        try: inspect.signature(_family(name)).bind(**items)
+        items, fn = dict(params, **kwargs), _family(name)
+        try: inspect.signature(fn).bind(**items)
         except TypeError as e:
             raise ValueError(f"bad parameters for process {name!r}: {e}") from None
+        items = {k: _frozen(v) for k, v in items.items()}
+        for k, v in items.items(): _check_param(name, fn, k, v)
         object.__setattr__(self, "name", name)
-        object.__setattr__(self, "params",
-                           tuple(sorted((k, _frozen(v)) for k, v in items.items())))
+        object.__setattr__(self, "params", tuple(sorted(items.items())))
 
     def build(self) -> GHMM:
         "The process this spec names (built once per spec, then shared)."

@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_training.ipynb #c9a2925c
 from __future__ import annotations
-import contextlib, copy, dataclasses, fcntl, hashlib, json, math, os, time
+import contextlib, copy, dataclasses, fcntl, hashlib, json, math, os, re, time, warnings
 from dataclasses import dataclass, asdict, field
 from pathlib import Path
 from typing import Callable
@@ -23,14 +23,14 @@ from .core import (artifact_dir, artifact_root, by_budget, config_hash, progress
                          show_progress)
 from .ghmm import GHMM
 from .interventions import Steer
-from .processes import ProcessSpec, loss_mask, make_process
+from .processes import ProcessSpec, check_number, loss_mask, make_process
 
 # %% auto #0
-__all__ = ['SCHEMA', 'NORMALIZATIONS', 'SHAPE_FIELDS', 'TrainConfig', 'default_config', 'finetune_config', 'RunOptions',
-           'resolve_device', 'model_inputs', 'bridge_config', 'build_model', 'native_state', 'load_native_state',
-           'plain_twin', 'Adapter', 'attach_adapter', 'merge_adapter', 'model_log_probs', 'evaluate', 'lr_at',
-           'batch_tokens', 'eval_tokens', 'ArtifactError', 'parent_config', 'initial_model', 'train_step', 'TrainState',
-           'train', 'process_batch', 'load_model', 'train_or_load']
+__all__ = ['SCHEMA', 'NORMALIZATIONS', 'SHAPE_FIELDS', 'MODEL_FILES', 'TrainConfig', 'default_config', 'finetune_config',
+           'RunOptions', 'resolve_device', 'model_inputs', 'bridge_config', 'build_model', 'native_state',
+           'load_native_state', 'plain_twin', 'Adapter', 'attach_adapter', 'merge_adapter', 'model_log_probs',
+           'evaluate', 'lr_at', 'batch_tokens', 'eval_tokens', 'ArtifactError', 'parent_config', 'initial_model',
+           'train_step', 'TrainState', 'train', 'process_batch', 'load_model', 'train_or_load']
 
 # %% ../nbs/04_training.ipynb #45f6c99a
 # bump when the meaning of a config field changes: old artifacts are then never loaded
@@ -87,7 +87,11 @@ class TrainConfig:
                 object.__setattr__(self, f, ProcessSpec.from_dict(v))
         if isinstance(self.steer, dict):
             object.__setattr__(self, "steer", Steer(**self.steer))
+        if isinstance(self.freeze, str):  # tuple("layers.0") would be its characters
+            raise TypeError(f"freeze must be a tuple of parameter-name prefixes, "
+                            f"got the string {self.freeze!r}")
         object.__setattr__(self, "freeze", tuple(self.freeze))
+        _check_fields(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -97,6 +101,43 @@ class TrainConfig:
             if isinstance(d.get(f), dict):
                 d[f] = ProcessSpec(d[f]["name"], dict(d[f]["params"]))
         return cls(**d)
+
+# field -> (lowest, highest) allowed; an int field refuses floats, a float field NaN and inf
+_INTS = {"seq_len": (2, math.inf), "batch_size": (1, math.inf), "steps": (1, math.inf),
+         "warmup_steps": (0, math.inf), "seed": (0, math.inf), "n_layers": (1, math.inf),
+         "d_model": (1, math.inf), "n_heads": (1, math.inf), "d_mlp": (1, math.inf),
+         "n_ctx": (0, math.inf), "d_vocab": (0, math.inf), "data_pool": (0, math.inf),
+         "adapter_rank": (1, math.inf), "adapter_layer": (-math.inf, math.inf),
+         "schema": (1, math.inf)}
+_FLOATS = {"weight_decay": (0, math.inf), "min_lr_frac": (0, 1), "kl_weight": (0, math.inf)}
+
+def _check_fields(cfg: TrainConfig):
+    "A TypeError or ValueError naming the first field of `cfg` of a wrong type or range."
+    for f, (lo, hi) in _INTS.items(): check_number(f, getattr(cfg, f), lo, hi, integer=True)
+    check_number("lr", cfg.lr, 0, lo_open=True)
+    for f, (lo, hi) in _FLOATS.items(): check_number(f, getattr(cfg, f), lo, hi)
+    for f in ("schedule", "act_fn", "normalization", "loss_mask", "trainable", "init_from"):
+        if not isinstance(getattr(cfg, f), str):
+            raise TypeError(f"{f} must be a string, got {getattr(cfg, f)!r}")
+    if not all(isinstance(f, str) for f in cfg.freeze):
+        raise TypeError(f"freeze must hold parameter-name prefixes (strings), "
+                        f"got {cfg.freeze}")
+    if cfg.init_from and not re.fullmatch(r"[0-9a-f]{12}", cfg.init_from):
+        # it names a folder: "../../etc" must not reach outside the artifacts
+        raise ValueError(f"init_from must be '' or a parent's 12-hex-digit config hash, "
+                         f"got {cfg.init_from!r}")
+    for f in ("process", "kl_process"):
+        if not isinstance(getattr(cfg, f), ProcessSpec) and (f == "process"
+                                                             or cfg.kl_process is not None):
+            raise TypeError(f"{f} must be a ProcessSpec or a process name, "
+                            f"got {getattr(cfg, f)!r}")
+    if cfg.steer is not None:
+        if not isinstance(cfg.steer, Steer):
+            raise TypeError(f"steer must be a Steer or None, got {cfg.steer!r}")
+        n = len(cfg.steer.vector or cfg.steer.direction)
+        if n != cfg.d_model:
+            raise ValueError(f"steer's vector has shape ({n},); a model with "
+                             f"d_model={cfg.d_model} needs ({cfg.d_model},)")
 
 def default_config(process: ProcessSpec | str = "z1r_x_z1r", **overrides) -> TrainConfig:
     "The book's config for `process` at the current budget (fewer steps at smoke)."
@@ -126,6 +167,26 @@ class RunOptions:
     eval_every: int = 0
     # name -> fn(TrainState) -> dict of numbers, logged under "evals"
     callbacks: dict = field(default_factory=dict)
+
+    def __post_init__(self): self.check()
+
+    def check(self) -> RunOptions:
+        "These options, checked (again: a field may have changed since construction)."
+        if self.threads is not None:
+            check_number("RunOptions.threads", self.threads, 1, integer=True)
+        if not isinstance(self.device, str):
+            raise TypeError(f"RunOptions.device must be a string, got {self.device!r}")
+        if self.progress is not None and not isinstance(self.progress, bool):
+            raise TypeError(f"RunOptions.progress must be None or a bool, "
+                            f"got {self.progress!r}")
+        for f, lo in (("eval_sequences", 1), ("checkpoint_every", 1), ("log_every", 1),
+                      ("eval_every", 0)):
+            check_number(f"RunOptions.{f}", getattr(self, f), lo, integer=True)
+        if not (isinstance(self.callbacks, dict) and all(
+                isinstance(k, str) and callable(v) for k, v in self.callbacks.items())):
+            raise TypeError("RunOptions.callbacks must map names to functions "
+                            f"fn(TrainState) -> dict, got {self.callbacks!r}")
+        return self
 
 def resolve_device(device: str) -> torch.device:
     "The torch device `device` names; 'auto' is CUDA when available, else the CPU."
@@ -321,12 +382,22 @@ class ArtifactError(RuntimeError):
 
 def _sha256(path: Path) -> str: return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
-def _atomic_write_text(path: Path, text: str):
-    tmp = path.with_name(path.name + ".tmp"); tmp.write_text(text); os.replace(tmp, path)
+def _atomic(path: Path, write: Callable[[Path], None]):
+    "Write `path` by `write(tmp)` and a rename; on failure remove tmp, raise OSError(path)."
+    tmp = path.with_name(path.name + ".tmp")
+    try: write(tmp); os.replace(tmp, path)
+    except Exception as e:
+        with contextlib.suppress(OSError): tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) or type(e).__name__ == "SafetensorError":
+            err = getattr(e, "errno", None)
+            msg = f"could not write {path}: {getattr(e, 'strerror', None) or e}"
+            raise (OSError(err, msg) if err else OSError(msg)) from e
+        raise
+
+def _atomic_write_text(path: Path, text: str): _atomic(path, lambda t: t.write_text(text))
 
 def _atomic_save(tensors: dict, path: Path):
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp)); os.replace(tmp, path)
+    _atomic(path, lambda t: save_file(tensors, str(t)))
 
 def _read_json(path: Path) -> dict:
     try: return json.loads(Path(path).read_text())
@@ -486,7 +557,7 @@ def _prefixed(name: str, out: dict) -> dict:
 def train(cfg: TrainConfig, run: RunOptions | None = None, until: int | None = None,
           folder: Path | None = None) -> tuple[TransformerBridge, dict]:
     "Train (resuming a checkpoint in `folder`) to step `until`: (model, run log)."
-    run = run or RunOptions()
+    run = (run or RunOptions()).check()
     device = resolve_device(run.device)
     process = make_process(cfg.process)
     model = initial_model(cfg)
@@ -527,6 +598,7 @@ def train(cfg: TrainConfig, run: RunOptions | None = None, until: int | None = N
                                         model_inputs(tokens, process).to(device),
                                         torch.as_tensor(tokens).to(device),
                                         lr_at(cfg, step), mask, kl))
+                if not math.isfinite(loss): raise _diverged(folder, cfg, loss, step)
                 if step % run.log_every == 0 or step == cfg.steps - 1:
                     log["history"].append([step, loss])
                     bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
@@ -552,6 +624,18 @@ def process_batch(process: GHMM, cfg: TrainConfig,
                           seed=np.random.default_rng([cfg.seed, 2**31, 4, step]))
 
 # %% ../nbs/04_training.ipynb #f21c018d
+MODEL_FILES = ("model.safetensors", "config.json", "report.json")  # a finished model's
+
+def _diverged(folder: Path, cfg: TrainConfig, loss: float,
+              step: int | None = None) -> FloatingPointError:
+    "Remove a diverged run's checkpoint and model files; the error naming its config."
+    for f in ("checkpoint.safetensors", "checkpoint.json", *MODEL_FILES):
+        (folder / f).unlink(missing_ok=True)
+    at = "at the end" if step is None else f"at step {step}"
+    return FloatingPointError(
+        f"training config {config_hash(cfg)} ({cfg.process}, lr={cfg.lr:g}) reached a "
+        f"non-finite loss ({loss}) {at}; nothing is cached for it")
+
 def _finish(folder: Path, cfg: TrainConfig, model: TransformerBridge, log: dict,
             run: RunOptions) -> dict:
     process = make_process(cfg.process)
@@ -561,6 +645,8 @@ def _finish(folder: Path, cfg: TrainConfig, model: TransformerBridge, log: dict,
               "callbacks": sorted(run.callbacks),
               **({"adapter": log["adapter"]} if "adapter" in log else {}),
               **evaluate(model, process, eval_tokens(cfg, process, run.eval_sequences))}
+    if not math.isfinite(report["model_loss"]):
+        raise _diverged(folder, cfg, report["model_loss"])
     _atomic_save(native_state(model), folder / "model.safetensors")
     report["sha256"] = _sha256(folder / "model.safetensors")
     _atomic_write_text(folder / "config.json",
@@ -593,22 +679,49 @@ def _has_evals(report: dict, run: RunOptions) -> bool:
         report.get("eval_every") == run.eval_every
         and set(report.get("callbacks", ())) >= set(run.callbacks))
 
+def _stored(folder: Path) -> list[str]:
+    return [f for f in MODEL_FILES if (folder / f).exists()]
+
+def _remove_if_empty(folder: Path):
+    "Remove `folder` (and an empty `model/`) if it holds only its lock: a run failed early."
+    with contextlib.suppress(OSError):
+        if {f.name for f in folder.iterdir()} <= {".lock"}:
+            (folder / ".lock").unlink(missing_ok=True); folder.rmdir()
+            folder.parent.rmdir()  # only if no other model is there
+
 def train_or_load(cfg: TrainConfig, run: RunOptions | None = None,
                   retrain: bool = False) -> tuple[TransformerBridge, dict]:
     "The model of `cfg` from its artifact folder, or else trained (resuming) and cached."
-    run = run or RunOptions()
+    run = (run or RunOptions()).check()
     folder = artifact_dir("model", cfg)
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "w") as lock:
-        # one trainer per config; concurrent callers wait, then load its model
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not retrain and (folder / "model.safetensors").exists():
-            model, report = load_model(cfg, folder, run.device)
+    if not retrain and len(_stored(folder)) == len(MODEL_FILES):
+        # a stored model is read without the lock, so a read-only folder serves it
+        try: model, report = load_model(cfg, folder, run.device)
+        except (ArtifactError, OSError): pass  # rewritten, or damaged: see under the lock
+        else:
             if _has_evals(report, run): return model, report
-        for f in folder.iterdir():
-            if f.name != ".lock" and (retrain or f.name not in
-                                      ("checkpoint.json", "checkpoint.safetensors")):
-                f.unlink()
-        model, log = train(cfg, run, folder=folder)
-        _finish(folder, cfg, model, log, run)
-        return load_model(cfg, folder, run.device)
+    # what can refuse the config, before a folder exists for it
+    resolve_device(run.device); bridge_config(cfg); parent_config(cfg)
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(folder / ".lock", "w") as lock:
+            # one trainer per config; concurrent callers wait, then load its model
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            stored = _stored(folder)
+            if not retrain and len(stored) == len(MODEL_FILES):
+                model, report = load_model(cfg, folder, run.device)
+                if _has_evals(report, run): return model, report
+            elif not retrain and stored:
+                warnings.warn(f"{folder} is incomplete (it has {stored}, not all of "
+                              f"{list(MODEL_FILES)}: a run stopped while saving); "
+                              "training it again from its last checkpoint", stacklevel=2)
+            for f in folder.iterdir():
+                if f.name != ".lock" and (retrain or f.name not in
+                                          ("checkpoint.json", "checkpoint.safetensors")):
+                    f.unlink()
+            model, log = train(cfg, run, folder=folder)
+            _finish(folder, cfg, model, log, run)
+            return load_model(cfg, folder, run.device)
+    except BaseException:
+        _remove_if_empty(folder)
+        raise

@@ -40,7 +40,10 @@ def test_records_are_cached_by_config_and_checked(slow, tmp_path):
     assert calls(tmp_path) == [3]
     path = record_path(slow.slow_square, slow.Slow(3))
     rec = json.loads(path.read_text()); rec["config"]["x"] = 4; path.write_text(json.dumps(rec))
-    with pytest.raises(ValueError, match="another config"): run_experiment(slow.slow_square, slow.Slow(3))
+    assert load_record(slow.slow_square, slow.Slow(3)) is None   # never served
+    with pytest.warns(UserWarning, match="another config"):       # moved aside, recomputed
+        assert run_experiment(slow.slow_square, slow.Slow(3))["y"] == 9
+    assert calls(tmp_path) == [3, 3] and path.with_name(path.name + ".invalid-1").exists()
     assert run_experiment(slow.slow_square, slow.Slow(3), recompute=True)["y"] == 9
 
 

@@ -78,7 +78,7 @@ def test_bad_configs_raise_clear_errors():
     with pytest.raises(ValueError, match="known processes"): TrainConfig(process="z2r")
     with pytest.raises(ValueError, match="normalization"): build_model(TrainConfig(normalization="BN"))
     with pytest.raises(ValueError, match="adapter_layer"): build_model(TrainConfig(trainable="adapter", adapter_layer=5))
-    with pytest.raises(ValueError, match="KL penalty"): build_model(TrainConfig(kl_weight=0.5, init_from="abc"))
+    with pytest.raises(ValueError, match="KL penalty"): build_model(TrainConfig(kl_weight=0.5, init_from="0123456789ab"))
     with pytest.raises(ValueError, match="Steer.kind"): Steer("blocks.0.hook_resid_pre", "shift", (1.0,))
 
 
