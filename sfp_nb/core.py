@@ -37,10 +37,11 @@ def seed_offset() -> int:
         raise ValueError(f"SFP_SEED_OFFSET must be a non-negative integer, got {raw!r}")
     return int(raw)
 
-def seeds(n: int = 3) -> list[int]:
-    "The training seeds of an experiment: `n` seeds from `seed_offset()` at the full budget, one at smoke."
+def seeds(n: int = 3, offset: int | None = None) -> list[int]:
+    "The training seeds of an experiment: `n` from `offset` (default `seed_offset()`) at the full budget, one at smoke."
     if n < 1: raise ValueError(f"need at least one seed, got {n}")
-    return list(range(seed_offset(), seed_offset() + by_budget(1, n)))
+    start = seed_offset() if offset is None else offset
+    return list(range(start, start + by_budget(1, n)))
 
 # %% ../nbs/00_core.ipynb #5f0e8c37
 def show_progress() -> bool:
