@@ -11,7 +11,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from numpy import ndarray
 from torch import Tensor
-from .core import artifact_dir
+from .core import Claims, artifact_dir
 from .em import EMConfig, em_finetune_config, one_thread, pretrain_config
 from .emworld import em_layout, persona_posterior, sample_paths, task_posterior
 from .experiments import experiment
@@ -22,9 +22,10 @@ from .sae import (SAEConfig, TopKSAE, evaluate_sae, latent_auroc, latent_correla
                         load_sae, sae_latents, save_sae, train_sae)
 from .steering import probe_directions
 from .training import model_inputs, plain_twin
+claim = Claims()  # this chapter's conclusions, verified once its record is saved
 
 # %% auto #0
-__all__ = ['PersonaSAE', 'residual_rows', 'persona_sae', 'Probes', 'probe_sequences', 'persona_scores', 'rise', 'cos_to',
+__all__ = ['claim', 'PersonaSAE', 'residual_rows', 'persona_sae', 'Probes', 'probe_sequences', 'persona_scores', 'rise', 'cos_to',
            'in_subspace', 'ablate_latent', 'induced', 'FeatureConfig', 'persona_features']
 
 # %% ../nbs/14a_persona_features.ipynb #b604f196
