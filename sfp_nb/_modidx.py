@@ -21,6 +21,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                              'sfp_nb.core.ci_excludes': ('core.html#ci_excludes', 'sfp_nb/core.py'),
                              'sfp_nb.core.config_hash': ('core.html#config_hash', 'sfp_nb/core.py'),
                              'sfp_nb.core.glue_markdown': ('core.html#glue_markdown', 'sfp_nb/core.py'),
+                             'sfp_nb.core.glue_records': ('core.html#glue_records', 'sfp_nb/core.py'),
                              'sfp_nb.core.glue_results': ('core.html#glue_results', 'sfp_nb/core.py'),
                              'sfp_nb.core.load_results': ('core.html#load_results', 'sfp_nb/core.py'),
                              'sfp_nb.core.mean_ci': ('core.html#mean_ci', 'sfp_nb/core.py'),

@@ -12,8 +12,9 @@ from tqdm import tqdm  # plain text bars: no widget needed, nothing printed when
 
 # %% auto #0
 __all__ = ['BUDGETS', 'budget', 'by_budget', 'seed_offset', 'seeds', 'show_progress', 'progress', 'project_root', 'results_dir',
-           'artifact_root', 'to_json', 'save_results', 'load_results', 'result_numbers', 'glue_results', 'Claims',
-           'mean_ci', 'ci_excludes', 'verdict', 'min_detectable', 'glue_markdown', 'config_hash', 'artifact_dir']
+           'artifact_root', 'to_json', 'save_results', 'load_results', 'result_numbers', 'glue_results', 'glue_records',
+           'Claims', 'mean_ci', 'ci_excludes', 'verdict', 'min_detectable', 'glue_markdown', 'config_hash',
+           'artifact_dir']
 
 # %% ../nbs/00_core.ipynb #1c340b61
 BUDGETS = ("smoke", "full")
@@ -125,6 +126,19 @@ def glue_results(name: str, data: dict) -> dict[str, float]:
     numbers = result_numbers(name, data)
     for key, v in numbers.items(): glue(key, v, display=False)
     return numbers
+
+# %% ../nbs/00_core.ipynb #c1a1d0f2
+def glue_records(keys: list[str]) -> dict[str, float]:
+    "Glue each `name.key.subkey` from the record `name` (`load_results`), under the same key."
+    records, out = {}, {}
+    for key in keys:
+        name, *path = key.split(".")
+        if name not in records: records[name] = result_numbers(name, load_results(name))
+        if key not in records[name]: raise KeyError(f"{key!r}: no such number in {name}.json")
+        out[key] = records[name][key]
+    from myst_nb import glue
+    for key, v in out.items(): glue(key, v, display=False)
+    return out
 
 # %% ../nbs/00_core.ipynb #c1a1d0e2
 class Claims:
