@@ -11,8 +11,8 @@ import pandas as pd
 import torch
 from jaxtyping import Bool, Float, Int
 from numpy import ndarray
-from .core import (Claims, budget, by_budget, load_results, mean_ci, results_dir,
-                         save_results)
+from .core import (Claims, budget, by_budget, glue_markdown, load_results, mean_ci,
+                         min_detectable, results_dir, save_results, verdict)
 from .experiments import experiment, load_record, run_experiment, sweep
 from .ghmm import GHMM
 from .processes import ProcessSpec, make_process
