@@ -14,6 +14,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                              'sfp_nb.core.Claims.verify': ('core.html#claims.verify', 'sfp_nb/core.py'),
                              'sfp_nb.core._jsonable': ('core.html#_jsonable', 'sfp_nb/core.py'),
                              'sfp_nb.core._numbers': ('core.html#_numbers', 'sfp_nb/core.py'),
+                             'sfp_nb.core._results_path': ('core.html#_results_path', 'sfp_nb/core.py'),
                              'sfp_nb.core.artifact_dir': ('core.html#artifact_dir', 'sfp_nb/core.py'),
                              'sfp_nb.core.artifact_root': ('core.html#artifact_root', 'sfp_nb/core.py'),
                              'sfp_nb.core.budget': ('core.html#budget', 'sfp_nb/core.py'),

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #ae8b9cf4
 from __future__ import annotations
-import dataclasses, hashlib, json, math, os
+import dataclasses, hashlib, json, math, os, re
 from pathlib import Path
 import numpy as np
 from scipy import stats
@@ -86,17 +86,26 @@ def to_json(data) -> str:
     "Canonical JSON (sorted keys, numpy values converted) of `data`."
     return json.dumps(data, indent=1, sort_keys=True, default=_jsonable)
 
+def _results_path(name: str) -> Path:
+    "The results file of `name`: a plain word, so that it can name neither a folder nor a glue path."
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_]+", name):
+        raise ValueError(f"a results name is letters, digits and '_', got {name!r}")
+    return results_dir() / f"{name}.json"
+
 def save_results(name: str, data: dict) -> Path:
     "Write `data` (numpy values converted) to `<results_dir>/<name>.json`, stamped with the build; its path."
-    path = results_dir() / f"{name}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = _results_path(name)
     stamp = {"budget": budget(), "seed_offset": seed_offset(), "build": os.environ.get("SFP_BUILD_ID")}
-    path.write_text(to_json({**data, **stamp}) + "\n")  # the stamp of this write wins
+    text = to_json({**data, **stamp}) + "\n"  # the stamp of this write wins
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    try: tmp.write_text(text); os.replace(tmp, path)  # a reader never sees half a record
+    finally: tmp.unlink(missing_ok=True)
     return path
 
 def load_results(name: str) -> dict:
     "What `save_results(name, ...)` wrote at this budget; `FileNotFoundError` if missing."
-    path = results_dir() / f"{name}.json"
+    path = _results_path(name)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: "
                                 f"run the chapter that saves {name!r} first")

@@ -35,6 +35,9 @@ def test_records_are_stamped_with_their_build_and_seed_set(monkeypatch, tmp_path
     assert core.seeds(3) == [100, 101, 102] and core.load_results("demo")["x"] == 1
     monkeypatch.setenv("SFP_BUDGET", "smoke")
     assert core.results_dir() == tmp_path / "results" / "smoke" / "seeds100" and core.seeds(3) == [100]
+    for bad_name in ("../escape", "a.b", "", "em/controls"):
+        with pytest.raises(ValueError, match="a results name is letters, digits and '_'"): core.save_results(bad_name, {})
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["demo.json"]  # nothing else written
     for bad in ("-1", "1.5", "ten"):
         monkeypatch.setenv("SFP_SEED_OFFSET", bad)
         with pytest.raises(ValueError, match="SFP_SEED_OFFSET must be a non-negative integer"): core.seeds(3)
