@@ -44,7 +44,7 @@ DOLLAR_MATH = re.compile(r"\$\$.+?\$\$|(?<![\\$])\$(?![\s$])[^$\n]*?(?<![\s\\])\
 MATH_DIRECTIVE = re.compile(r"^\s*(```|:::)\s*\{math\}|\\begin\{(equation|align|gather|multline)\*?\}", re.M)
 CODE = re.compile(r"```.*?```|~~~.*?~~~|`[^`\n]*`", re.S)
 FENCED = re.compile(r"```.*?```|~~~.*?~~~|``.*?``", re.S)
-GLUE_ROLE = re.compile(r"\{glue(?::\w+)?\}`([^`:]+)(?::[^`]*)?`")
+GLUE_ROLE = re.compile(r"\{glue(?::\w+)?\}`([^`:\s]+)(?::[^`\n]*)?`")
 # TeX commands whose argument is text (`\text{total variation}` is fine) and other commands.
 TEX_TEXT = re.compile(r"\\(?:text\w*|math\w*|operatorname|mbox)\s*\{[^{}]*\}")
 TEX_COMMAND = re.compile(r"\\[A-Za-z]+")
