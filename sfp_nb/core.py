@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #ae8b9cf4
 from __future__ import annotations
-import dataclasses, hashlib, json, math, os, re
+import dataclasses, hashlib, json, linecache, math, os, re, sys
 from pathlib import Path
 import numpy as np
 from scipy import stats
@@ -154,9 +154,13 @@ class Claims:
     "The conclusions of a chapter: `claim(ok, what)` records one, `verify()` raises if any failed."
     def __init__(self): self.failed: list[str] = []
 
-    def __call__(self, ok, what: str) -> bool:
-        "Record the conclusion `what`; whether it holds."
-        if not ok: self.failed.append(what)
+    def __call__(self, ok, what: str | None = None) -> bool:
+        "Record the conclusion `what` (default: the caller's line of code); whether it holds."
+        if not ok:
+            if what is None:  # IPython keeps each cell's source in linecache
+                f = sys._getframe(1)
+                what = linecache.getline(f.f_code.co_filename, f.f_lineno).strip() or "a conclusion"
+            self.failed.append(what)
         return bool(ok)
 
     def verify(self) -> None:
