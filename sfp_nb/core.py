@@ -141,7 +141,7 @@ def glue_records(keys: list[str]) -> dict[str, float]:
     "Glue each `name.key.subkey` from the record `name` (`load_results`), under the same key."
     records, out = {}, {}
     for key in keys:
-        name, *path = key.split(".")
+        name = key.split(".")[0]
         if name not in records: records[name] = result_numbers(name, load_results(name))
         if key not in records[name]: raise KeyError(f"{key!r}: no such number in {name}.json")
         out[key] = records[name][key]
