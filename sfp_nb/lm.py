@@ -34,6 +34,11 @@ def offline() -> None:
         "HF_HUB_DISABLE_PROGRESS_BARS",
     ):
         os.environ[k] = "1"
+    # huggingface_hub reads the environment once, at import: if it was imported before this
+    # call (training imports it), only its constants switch it off now
+    import huggingface_hub.constants as hub
+
+    hub.HF_HUB_OFFLINE = hub.HF_HUB_DISABLE_TELEMETRY = True
     import transformers
 
     transformers.utils.logging.set_verbosity_error()
@@ -70,6 +75,14 @@ def check_model_dir(path) -> Path:
     ]
     if missing:
         raise FileNotFoundError(f"model folder {p} lacks {', '.join(missing)}: {HOW_TO}")
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        if (p / name).exists():  # a damaged file fails here, not deep inside transformers
+            try:
+                ok = isinstance(json.loads((p / name).read_text()), dict)
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                ok = False
+            if not ok:
+                raise ValueError(f"{p / name} is not a JSON object: {HOW_TO}")
     return p.resolve()
 
 # %% ../nbs/17_lm.ipynb #6f20686d

@@ -467,3 +467,28 @@ def test_a_model_write_that_fails_half_way_leaves_nothing_partial(store, monkeyp
     model, report = train_or_load(TINY, QUIET)  # resumes from the last checkpoint
     assert load_model(TINY)[1]["sha256"] == report["sha256"]
     assert not list(folder.glob("*.tmp"))
+
+
+# ---------------------------------------------------------------- language-model loading
+
+def test_offline_holds_whatever_was_imported_first():
+    "huggingface_hub read the environment at import: offline() must switch it off all the same."
+    import subprocess, sys
+    code = ("import huggingface_hub, huggingface_hub.constants as c\n"
+            "assert not c.HF_HUB_OFFLINE\n"
+            "from sfp_nb.lm import offline\n"
+            "offline()\n"
+            "assert c.HF_HUB_OFFLINE and c.HF_HUB_DISABLE_TELEMETRY\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_"))}
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+@pytest.mark.parametrize("name, text", [("config.json", "not json"), ("config.json", "[1, 2]"),
+                                        ("tokenizer.json", "\x00\xff garbage")])
+def test_a_damaged_model_folder_is_named(tmp_path, name, text):
+    from sfp_nb.lm import check_model_dir
+    for f in ("config.json", "model.safetensors", "tokenizer.json"): (tmp_path / f).write_text("{}")
+    (tmp_path / name).write_text(text)
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / name} is not a JSON object")):
+        check_model_dir(tmp_path)
