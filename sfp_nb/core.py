@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #ae8b9cf4
 from __future__ import annotations
-import dataclasses, hashlib, json, linecache, math, os, re, sys
+import contextlib, dataclasses, hashlib, json, linecache, math, os, re, sys
 from pathlib import Path
 import numpy as np
 from scipy import stats
@@ -12,9 +12,9 @@ from tqdm import tqdm  # plain text bars: no widget needed, nothing printed when
 
 # %% auto #0
 __all__ = ['BUDGETS', 'budget', 'by_budget', 'seed_offset', 'seeds', 'show_progress', 'progress', 'project_root', 'results_dir',
-           'artifact_root', 'to_json', 'save_results', 'load_results', 'result_numbers', 'glue_results', 'glue_records',
-           'Claims', 'mean_ci', 'ci_excludes', 'verdict', 'min_detectable', 'glue_markdown', 'config_hash',
-           'artifact_dir']
+           'artifact_root', 'to_json', 'write_atomic', 'save_results', 'load_results', 'result_numbers', 'glue_results',
+           'glue_records', 'Claims', 'mean_ci', 'ci_excludes', 'verdict', 'min_detectable', 'glue_markdown',
+           'config_hash', 'artifact_dir']
 
 # %% ../nbs/00_core.ipynb #1c340b61
 BUDGETS = ("smoke", "full")
@@ -86,6 +86,17 @@ def to_json(data) -> str:
     "Canonical JSON (sorted keys, numpy values converted) of `data`."
     return json.dumps(data, indent=1, sort_keys=True, default=_jsonable)
 
+def write_atomic(path: Path, write, what: str = "") -> None:
+    "Write `path` by `write(tmp)` and a rename; on failure the temp file goes and an OSError names `what` and `path`."
+    tmp = path.with_name(path.name + ".tmp")
+    try: write(tmp); os.replace(tmp, path)  # a reader never sees half a file
+    except BaseException as e:
+        with contextlib.suppress(OSError): tmp.unlink(missing_ok=True)
+        if not (isinstance(e, OSError) or type(e).__name__ == "SafetensorError"): raise
+        err = getattr(e, "errno", None)
+        msg = f"could not write {what}{path}: {getattr(e, 'strerror', None) or e}"
+        raise (OSError(err, msg) if err else OSError(msg)) from e
+
 def _results_path(name: str) -> Path:
     "The results file of `name`: a plain word, so that it can name neither a folder nor a glue path."
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_]+", name):
@@ -98,9 +109,7 @@ def save_results(name: str, data: dict) -> Path:
     stamp = {"budget": budget(), "seed_offset": seed_offset(), "build": os.environ.get("SFP_BUILD_ID")}
     text = to_json({**data, **stamp}) + "\n"  # the stamp of this write wins
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    try: tmp.write_text(text); os.replace(tmp, path)  # a reader never sees half a record
-    finally: tmp.unlink(missing_ok=True)
+    write_atomic(path, lambda tmp: tmp.write_text(text))
     return path
 
 def load_results(name: str) -> dict:

@@ -10,7 +10,7 @@ from typing import Callable, Iterable
 import pandas as pd
 import torch
 import sfp_nb
-from .core import (artifact_root, budget, config_hash, progress, project_root,
+from .core import (artifact_root, budget, config_hash, progress, project_root, write_atomic,
                          show_progress, to_json)
 
 # %% auto #0
@@ -87,15 +87,6 @@ def _set_aside(path: Path, why: str):
     warnings.warn(f"{path}: {why}; moved aside to {aside.name} and recomputed",
                   stacklevel=3)
 
-def _write(path: Path, text: str):
-    "Write `path` by a rename; on failure remove the temporary file, raise OSError(path)."
-    tmp = path.with_suffix(".tmp")
-    try: tmp.write_text(text); os.replace(tmp, path)
-    except BaseException as e:
-        with contextlib.suppress(OSError): tmp.unlink(missing_ok=True)
-        if not isinstance(e, OSError): raise
-        msg = f"could not write the record {path}: {e.strerror or e}"
-        raise (OSError(e.errno, msg) if e.errno else OSError(msg)) from e
 
 def run_experiment(fn, config, recompute: bool = False) -> dict:
     "The result of experiment `fn` on `config`: read if stored, else computed and stored."
@@ -120,7 +111,8 @@ def run_experiment(fn, config, recompute: bool = False) -> dict:
                "result": result, "seconds": time.perf_counter() - t0,
                "sfp_version": sfp_nb.__version__, "git": git_commit(), "budget": budget(),
                "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        _write(path, to_json(rec))
+        text = to_json(rec)
+        write_atomic(path, lambda tmp: tmp.write_text(text), "the record ")
     # the same JSON round trip as a record read from disk
     return json.loads(to_json(result))
 

@@ -19,7 +19,7 @@ from transformer_lens.config import TransformerBridgeConfig
 from transformer_lens.model_bridge import TransformerBridge
 import transformer_lens.model_bridge.sources  # registers TransformerBridge.boot_native
 from transformer_lens.model_bridge.sources.native import NativeModel
-from .core import (artifact_dir, artifact_root, by_budget, config_hash, progress,
+from .core import (artifact_dir, artifact_root, by_budget, config_hash, progress, write_atomic,
                          show_progress)
 from .ghmm import GHMM
 from .interventions import Steer
@@ -382,22 +382,9 @@ class ArtifactError(RuntimeError):
 
 def _sha256(path: Path) -> str: return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
-def _atomic(path: Path, write: Callable[[Path], None]):
-    "Write `path` by `write(tmp)` and a rename; on failure remove tmp, raise OSError(path)."
-    tmp = path.with_name(path.name + ".tmp")
-    try: write(tmp); os.replace(tmp, path)
-    except Exception as e:
-        with contextlib.suppress(OSError): tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError) or type(e).__name__ == "SafetensorError":
-            err = getattr(e, "errno", None)
-            msg = f"could not write {path}: {getattr(e, 'strerror', None) or e}"
-            raise (OSError(err, msg) if err else OSError(msg)) from e
-        raise
+def _atomic_write_text(path: Path, text: str): write_atomic(path, lambda t: t.write_text(text))
 
-def _atomic_write_text(path: Path, text: str): _atomic(path, lambda t: t.write_text(text))
-
-def _atomic_save(tensors: dict, path: Path):
-    _atomic(path, lambda t: save_file(tensors, str(t)))
+def _atomic_save(tensors: dict, path: Path): write_atomic(path, lambda t: save_file(tensors, str(t)))
 
 def _read_json(path: Path) -> dict:
     try: return json.loads(Path(path).read_text())
