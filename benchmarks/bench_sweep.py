@@ -8,7 +8,7 @@ or `results/smoke/` at `SFP_BUDGET=smoke`). Steps:
 2. throughput: `n_models` seeds of that schedule, as one sweep with 2 workers of one thread each, per
    backend (each in a fresh artifact folder, so every model really trains): models per hour;
 3. overhead: a sweep of `n_tasks` experiments that do nothing, per backend: wall seconds per task;
-4. one EM-sized experiment from nothing (`sfp_nb.em.em_replication` with its default config: pre-train,
+4. one EM-sized experiment from nothing (`sfp_nb.studies.em.em_replication` with its default config: pre-train,
    narrow fine-tune with evaluations every 10 steps, measure every task): wall seconds.
 Every model counted is checked against the gap. The machine may be shared: the load average is recorded.
 """
@@ -105,7 +105,7 @@ def main():
     for b, r in out.items():
         print(f"{b}: {r['models_per_hour']:.0f} models/hour at gap <= {TARGET_GAP} ({r['n_at_target_gap']}/{r['n_models']} in "
               f"{r['wall_seconds']:.1f} s; gap max {r['gap']['max']:.4f}); overhead {r['overhead_s_per_task'] * 1e3:.0f} ms per task", flush=True)
-    from sfp_nb.em import EMConfig, em_replication
+    from sfp_nb.studies.em import EMConfig, em_replication
     fresh_store()
     t0 = time.perf_counter()
     rec = em_replication(EMConfig(seed=12345))

@@ -14,18 +14,26 @@ from .core import (artifact_root, budget, config_hash, progress, project_root, w
                          show_progress, to_json)
 
 # %% auto #0
-__all__ = ['EXPERIMENTS', 'experiment', 'record_path', 'git_commit', 'load_record', 'run_experiment', 'sweep']
+__all__ = ['experiment', 'torch_threads', 'record_path', 'git_commit', 'load_record', 'run_experiment', 'sweep']
 
 # %% ../nbs/04a_experiments.ipynb #3f55a19b
-EXPERIMENTS: dict[str, Callable] = {}
-
-def experiment(name: str, version: int = 1):
+def experiment(name: str, version: int = 1,
+               threads: int | None = 1):  # torch CPU threads while it computes (None: the caller's)
     "Decorator: `fn(config) -> dict` becomes the cached experiment `name` (of `version`)."
+    if threads is not None and (type(threads) is not int or threads < 1):
+        raise ValueError(f"threads of experiment {name!r} must be an integer >= 1 or None, got {threads!r}")
     def deco(fn):
-        fn.experiment_name, fn.experiment_version = name, version
-        EXPERIMENTS[name] = fn
+        fn.experiment_name, fn.experiment_version, fn.experiment_threads = name, version, threads
         return fn
     return deco
+
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    "Run torch on `n` CPU threads for the duration (None: leave them)."
+    old = torch.get_num_threads()
+    if n is not None: torch.set_num_threads(n)
+    try: yield
+    finally: torch.set_num_threads(old)
 
 def _name(fn) -> tuple[str, int]:
     if not hasattr(fn, "experiment_name"):
@@ -101,7 +109,7 @@ def run_experiment(fn, config, recompute: bool = False) -> dict:
         if why: _set_aside(path, why)
         elif rec is not None and not recompute: return rec["result"]
         t0 = time.perf_counter()
-        result = fn(config)
+        with torch_threads(fn.experiment_threads): result = fn(config)
         name, version = _name(fn)
         if not isinstance(result, dict):
             raise TypeError(f"experiment {name!r} must return a dict, "
@@ -132,10 +140,9 @@ def _environment() -> dict:
     return {"SFP_BUDGET": budget(), "SFP_HOME": str(project_root()),
             "SFP_ARTIFACTS": str(artifact_root()), "SFP_PROGRESS": "0"}
 
-def _job(fn, config, env: dict, threads: int) -> str:
-    "Run one config in a worker: the caller's environment, `threads` torch threads."
+def _job(fn, config, env: dict) -> str:
+    "Run one config in a worker, in the caller's environment."
     os.environ.update(env)
-    torch.set_num_threads(threads)
     run_experiment(fn, config)
     return config_hash(config)
 
@@ -148,14 +155,14 @@ def _quiet(logger: str):
     try: yield
     finally: log.setLevel(old)
 
-def _run_jobs(fn, todo: list, backend: str, n_jobs: int, client, threads: int, bar):
+def _run_jobs(fn, todo: list, backend: str, n_jobs: int, client, bar):
     env = _environment()
     if backend == "serial":
-        for c in todo: _job(fn, c, env, threads); bar.update()
+        for c in todo: _job(fn, c, env); bar.update()
     elif backend == "loky":
         from joblib import Parallel, delayed
         for _ in Parallel(n_jobs=n_jobs, backend="loky", return_as="generator_unordered")(
-                delayed(_job)(fn, c, env, threads) for c in todo):
+                delayed(_job)(fn, c, env) for c in todo):
             bar.update()
     elif backend == "dask":
         from dask.distributed import Client, LocalCluster, as_completed
@@ -169,12 +176,12 @@ def _run_jobs(fn, todo: list, backend: str, n_jobs: int, client, threads: int, b
                 client = stack.enter_context(Client(cluster))
             elif isinstance(client, str): client = stack.enter_context(Client(client))
             for f in as_completed(client.map(_job, [fn] * len(todo), todo, env=env,
-                                             threads=threads, pure=False)):
+                                             pure=False)):
                 f.result(); bar.update()
     else: raise ValueError(f"backend must be 'serial', 'loky' or 'dask', got {backend!r}")
 
 def sweep(fn, configs: Iterable, backend: str = "loky", n_jobs: int = 2, client=None,
-          threads: int = 1, show: bool | None = None) -> pd.DataFrame:
+          show: bool | None = None) -> pd.DataFrame:
     "Run experiment `fn` on every config (skipping stored records); one row per config."
     configs = list(configs)
     if len({config_hash(c) for c in configs}) != len(configs):
@@ -190,7 +197,7 @@ def sweep(fn, configs: Iterable, backend: str = "loky", n_jobs: int = 2, client=
     with progress(total=len(configs), initial=len(configs) - len(todo),
                   desc=f"sweep {_name(fn)[0]}",
                   disable=not (show_progress() if show is None else show)) as bar:
-        if todo: _run_jobs(fn, todo, backend, n_jobs, client, threads, bar)
+        if todo: _run_jobs(fn, todo, backend, n_jobs, client, bar)
     rows = []
     for c in configs:
         rec = load_record(fn, c)

@@ -6,15 +6,33 @@
 from __future__ import annotations
 import dataclasses, difflib, math, re
 from contextlib import contextmanager, ExitStack
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Literal
 import numpy as np
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['Positions', 'Edit', 'NATIVE_HOOKS', 'position_mask', 'at_positions', 'upto', 'intervene', 'check_hooks', 'add_vector',
-           'ablate_direction', 'ablate_and_add', 'Steer', 'stream_activations', 'collect_activations']
+__all__ = ['FINAL_NORM', 'Positions', 'Edit', 'NATIVE_HOOKS', 'resid', 'position_mask', 'at_positions', 'upto', 'intervene',
+           'check_hooks', 'add_vector', 'ablate_direction', 'ablate_and_add', 'Steer', 'stream_activations',
+           'collect_activations']
+
+# %% ../nbs/03b_interventions.ipynb #c57a4ba1
+FINAL_NORM = "ln_final.hook_normalized"  # the residual stream after the final layer norm
+
+def resid(layer: int,  # block index (negative counts from the end of `n_layers`)
+          where: Literal["pre", "mid", "post"] = "post",  # before the block, between attention and MLP, after it
+          n_layers: int | None = None) -> str:
+    "The hook name of the residual stream at block `layer`: `blocks.{layer}.hook_resid_{where}`."
+    if where not in ("pre", "mid", "post"):
+        raise ValueError(f"where must be 'pre', 'mid' or 'post', got {where!r}")
+    if type(layer) is not int: raise TypeError(f"layer must be an int, got {type(layer).__name__}")
+    if layer < 0:
+        if n_layers is None: raise ValueError(f"a negative layer ({layer}) needs n_layers")
+        layer += n_layers
+    if layer < 0 or (n_layers is not None and layer >= n_layers):
+        raise ValueError(f"layer {layer} is outside the model's {n_layers} blocks")
+    return f"blocks.{layer}.hook_resid_{where}"
 
 # %% ../nbs/03b_interventions.ipynb #9e7e6a2b
 Positions = str | int | Tensor | np.ndarray

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
-from .core import mean_ci, to_json
+from .report import mean_ci
+from .core import to_json
 from .interventions import add_vector, check_hooks
 
 # %% auto #0
@@ -193,7 +194,7 @@ class LM:
         "The hook name of the residual stream after block `layer` (negative counts from the end)."
         if not -self.n_layers <= layer < self.n_layers:
             raise ValueError(f"layer {layer} outside a model of {self.n_layers} blocks")
-        return f"blocks.{layer % self.n_layers}.hook_resid_post"
+        return resid(layer % self.n_layers)
 
 
 def load_lm(path, device: str = "cpu", dtype: str = "float32") -> LM:

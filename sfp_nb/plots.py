@@ -15,7 +15,7 @@ from .ghmm import GHMM
 # %% auto #0
 __all__ = ['PALETTE', 'DPI', 'MEASURE_NAMES', 'figure', 'to_simplex', 'plot_simplex', 'plot_msp', 'plot_factor_beliefs',
            'plot_sector_posterior', 'plot_belief_geometry', 'plot_training', 'plot_kl_vs_scale', 'plot_marginal_paths',
-           'plot_specificity_scatter', 'plot_transfer', 'plot_ci_bars', 'plot_r2_by_hook', 'book_table', 'format_ci',
+           'plot_specificity_scatter', 'plot_transfer', 'plot_ci_bars', 'plot_r2_by_hook', 'book_table',
            'plot_angles_vs_null', 'pca_plane', 'belief_colours', 'plot_belief_readouts']
 
 # %% ../nbs/03a_plots.ipynb #f9c5010f
@@ -220,12 +220,6 @@ def book_table(df, caption: str):
     "A results table as the book shows it: no index, a caption, padded cells."
     cells = [{"selector": "td, th", "props": "padding: 0.1em 0.7em;"}]
     return df.style.hide(axis="index").set_caption(caption).set_table_styles(cells)
-
-def format_ci(ci: dict, spec: str = ".3g") -> str:
-    "A `mean_ci` dict as 'mean ± half-width of its interval', both in format `spec`."
-    mean = f"{ci['mean']:{spec}}"
-    if ci.get("seeds", 1) < 2 or not np.isfinite(ci["ci_low"]): return mean
-    return f"{mean} ± {(ci['ci_high'] - ci['ci_low']) / 2:{spec}}"
 
 # %% ../nbs/03a_plots.ipynb #f0c7a385
 def plot_angles_vs_null(angles: dict[str, dict],  # hook -> key -> a `mean_ci` dict

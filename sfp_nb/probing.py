@@ -10,10 +10,10 @@ import torch
 from jaxtyping import Float, Int
 from numpy import ndarray
 from .beliefs import factor_beliefs, sector_posterior
-from .core import mean_ci
+from .report import mean_ci
 from .experiments import experiment
 from .ghmm import GHMM
-from .interventions import collect_activations
+from .interventions import collect_activations, resid
 from .processes import make_process
 from .training import TrainConfig, build_model, model_inputs, train_or_load
 
@@ -26,8 +26,8 @@ __all__ = ['resid_hooks', 'hook_label', 'residual_features', 'Probe', 'fit_probe
 # %% ../nbs/05_probing.ipynb #2cfc9c6d
 def resid_hooks(n_layers: int) -> list[str]:
     "The residual-stream hooks of a model: before each block, and after the last one."
-    pre = [f"blocks.{l}.hook_resid_pre" for l in range(n_layers)]
-    return pre + [f"blocks.{n_layers - 1}.hook_resid_post"]
+    pre = [resid(l, "pre") for l in range(n_layers)]
+    return pre + [resid(n_layers - 1)]
 
 def hook_label(hook: str) -> str:
     "A results-dict key for a hook: `blocks.1.hook_resid_pre` -> `L1_pre`."

@@ -13,11 +13,10 @@ from jaxtyping import Bool, Float, Int
 from numpy import ndarray
 from torch import Tensor
 from .beliefs import belief_classes, factor_beliefs, sector_posterior
-from .core import mean_ci
+from .report import mean_ci, seed_ci
 from .experiments import experiment, load_record
 from .ghmm import GHMM
-from .interventions import (Positions, add_vector, at_positions,
-                                  collect_activations, position_mask, upto)
+from .interventions import add_vector, at_positions, collect_activations, FINAL_NORM, position_mask, Positions, resid, upto
 from .processes import make_process
 from .training import RunOptions, TrainConfig, model_inputs, train_or_load
 
@@ -29,7 +28,7 @@ __all__ = ['METRICS', 'VectorFn', 'GRADIENT_ROWS', 'VECTORS', 'token_probs', 'ro
            'allowed_tokens', 'forbidden_mass', 'class_mass', 'sector_stationary', 'steered_probs', 'readout_head',
            'head_probs', 'steering_sweep', 'summarize', 'VectorSetup', 'SteeringConfig', 'steering_experiment',
            'experiment_rows', 'Route', 'sector_blocks', 'PartitionConfig', 'partition_experiment', 'per_seed',
-           'seed_ci', 'is_ratio', 'over_seeds', 'result_key', 'seed_intervals', 'round_sig', 'fmt_num', 'fmt_ci']
+           'is_ratio', 'over_seeds', 'result_key', 'seed_intervals']
 
 # %% ../nbs/07_steering.ipynb #b8d62b60
 def token_probs(logits: Float[Tensor, "... d_vocab"],  # model logits, BOS included
@@ -71,7 +70,7 @@ class SteeringData:
 @torch.no_grad()
 def collect(model, process: GHMM,
             tokens: Int[ndarray, "n length"],  # sequences of the process
-            hooks: list[str],  # hook names to read, e.g. ["blocks.1.hook_resid_post"]
+            hooks: list[str],  # hook names to read, e.g. [resid(1)]
             positions: Positions = "final",  # one input position per row
             batch_size: int = 2048) -> SteeringData:
     "Run `model` on `tokens` (BOS convention): acts, outputs, beliefs at `positions`."
@@ -396,9 +395,9 @@ def steered_probs(model, inputs: Int[Tensor, "n pos"], hook: str,
 def readout_head(model, hook: str) -> Callable | None:
     "The map from the activation at `hook` to the logits, when only the head follows it."
     if not all(hasattr(model, a) for a in ("ln_final", "unembed", "cfg")): return None
-    if hook == f"blocks.{model.cfg.n_layers - 1}.hook_resid_post":
+    if hook == resid(model.cfg.n_layers - 1):
         return lambda h: model.unembed(model.ln_final(h[:, None]))[:, 0]
-    if hook == "ln_final.hook_normalized":
+    if hook == FINAL_NORM:
         def head(h):
             put = lambda act, hook=None: h[:, None].to(act.dtype)  # the edited activation
             with model.hooks(fwd_hooks=[(hook, put)]):
@@ -575,7 +574,7 @@ VECTORS: dict[str, Callable[[VectorSetup], VectorFn]] = {
 class SteeringConfig:
     "One steering experiment: a trained model, how vectors are built and applied, data."
     model: TrainConfig  # the model, e.g. default_config("z1r_x_z1r", seed=0)
-    hook: str = "blocks.1.hook_resid_post"  # where vectors are read and added
+    hook: str = resid(1)  # where vectors are read and added
     balance: bool = False  # standardised centroids (False: the proposal's plain means)
     vector: str = "centroid"  # a key of VECTORS
     edit_earlier: bool = False  # also add the vector at every earlier position
@@ -663,7 +662,7 @@ class PartitionConfig:
     model: TrainConfig  # the model, e.g. default_config("pp_z1r_sfp", seed=0)
     routes: tuple[Route, ...] = (Route(0, "V00", "V10"), Route(1, "V00", "V01"),
                                  Route(0, "V11", "V01"), Route(1, "V11", "V10"))
-    hook: str = "blocks.1.hook_resid_post"
+    hook: str = resid(1)
     n_sequences: int = 3000
     data_seed: int = 3000
     scales: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 3.0, 5.0)
@@ -727,15 +726,6 @@ def per_seed(rows: pd.DataFrame, by=("scale",)) -> pd.DataFrame:
     "`summarize` for each training seed (column `seed`): one row per (seed, *by)."
     return summarize(rows, by=("seed", *by))
 
-def seed_ci(values, log: bool = False) -> dict:
-    "`mean_ci` over seeds (`log`: geometric mean); NaN where a value is not finite."
-    x = np.asarray(values, dtype=float)
-    if not np.isfinite(x).all() or (log and (x <= 0).any()):
-        return {"mean": np.nan, "ci_low": np.nan, "ci_high": np.nan, "seeds": len(x)}
-    if not log: return mean_ci(x)
-    ci = mean_ci(np.log(x))
-    return {k: (float(np.exp(v)) if k != "seeds" else v) for k, v in ci.items()}
-
 def is_ratio(col: str) -> bool:
     "Columns averaged over seeds on a log scale: the specificity ratios."
     return col.startswith("specificity")
@@ -772,20 +762,3 @@ def seed_intervals(table: pd.DataFrame, by, cols) -> dict:
             ci = seed_ci(g[c], is_ratio(c))
             if np.isfinite(ci["mean"]): node[c] = ci
     return out
-
-def round_sig(x: float, digits: int = 3) -> float:
-    "`x` rounded to `digits` significant figures (a page prints it with `:,.0f`)."
-    return float(f"{x:.{digits}g}") if np.isfinite(x) else x
-
-def fmt_num(x: float, digits: int = 3, decimals: int | None = None) -> str:
-    "`x` to `digits` significant figures (4,000, not 4e+03) or `decimals`; NaN: '–'."
-    if not np.isfinite(x): return "–"
-    if decimals is not None: return f"{x:.{decimals}f}"
-    return f"{round_sig(x, digits):,.0f}" if abs(x) >= 10 ** digits else f"{x:.{digits}g}"
-
-def fmt_ci(mean: float, lo: float = np.nan, hi: float = np.nan, digits: int = 3,
-           decimals: int | None = None, sep: str = " ") -> str:
-    "`mean [lo, hi]`: the mean to `digits`, the bounds to 2 significant figures."
-    if not np.isfinite(lo): return fmt_num(mean, digits, decimals)
-    bound = lambda x: fmt_num(x, 2, decimals)
-    return f"{fmt_num(mean, digits, decimals)}{sep}[{bound(lo)}, {bound(hi)}]"

@@ -22,6 +22,7 @@ from transformer_lens.model_bridge.sources.native import NativeModel
 from .core import (artifact_dir, artifact_root, by_budget, config_hash, progress, write_atomic,
                          show_progress)
 from .ghmm import GHMM
+from .experiments import torch_threads
 from .interventions import Steer
 from .processes import ProcessSpec, check_number, loss_mask, make_process
 
@@ -511,13 +512,6 @@ class TrainState:
     adapter: dict | None = None
 
 # %% ../nbs/04_training.ipynb #99333d26
-@contextlib.contextmanager
-def _threads(n: int | None):
-    old = torch.get_num_threads()
-    if n: torch.set_num_threads(n)
-    try: yield
-    finally: torch.set_num_threads(old)
-
 @torch.no_grad()
 def _sync(model: TransformerBridge, twin: NativeModel,
           cfg: TrainConfig) -> TransformerBridge:
@@ -562,7 +556,7 @@ def train(cfg: TrainConfig, run: RunOptions | None = None, until: int | None = N
               if cfg.kl_weight > 0 else None)
     kl_proc = make_process(cfg.kl_process) if parent is not None else None
     until = cfg.steps if until is None else min(until, cfg.steps)
-    with _threads(run.threads):
+    with torch_threads(run.threads):
         t0 = time.perf_counter()
         if run.eval_every and start == 0 and not log["evals"]:
             log["evals"].append(_callbacks(run, 0, model, twin, cfg))

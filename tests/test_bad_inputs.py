@@ -15,7 +15,7 @@ from sfp_nb.emworld import em_world, task_revealing, token_tasks
 from sfp_nb.experiments import experiment, load_record, record_path, run_experiment, sweep
 from sfp_nb.interventions import Steer, ablate_and_add, ablate_direction, add_vector, position_mask
 from sfp_nb.processes import ProcessSpec, make_process, mess3
-from sfp_nb.textworld import TextWorld, judge, sample_reply
+from sfp_nb.studies.textworld import TextWorld, judge, sample_reply
 from sfp_nb.training import RunOptions, TrainConfig, load_model, train_or_load
 
 # a fixture per test, examples many: nothing is written, so one folder serves every example

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from sfp_nb.em import (EMConfig, OracleModel, at_damage, classify, coherence_threshold, continuation_loglik, damage, em_finetune_config, em_metrics,
+from sfp_nb.studies.em import (EMConfig, OracleModel, at_damage, classify, coherence_threshold, continuation_loglik, damage, em_finetune_config, em_metrics,
                        em_replication, eval_set, finetune_spec, fit_lambda, generalisation_ratio, model_probs,
                        pretrain_config, reference_spec, sampled_rates)
 from sfp_nb.core import config_hash

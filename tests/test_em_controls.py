@@ -5,8 +5,8 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from sfp_nb.em import EMConfig, em_finetune_config, pretrain_config
-from sfp_nb.em_controls import (AsymmetryConfig, ControlConfig, InContextConfig, adapter_course,
+from sfp_nb.studies.em import EMConfig, em_finetune_config, pretrain_config
+from sfp_nb.studies.em_controls import (AsymmetryConfig, ControlConfig, InContextConfig, adapter_course,
                                 adapter_grads, control_finetune_config, control_sets, dose_spec,
                                 em_belief_classes, em_control, em_in_context,
                                 em_steering_asymmetry, episodes, half_rise, readings,

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
-from sfp_nb.em import EMConfig
-from sfp_nb.engineering import (BASELINE, KNOBS, EngConfig, belief_mi, engineering_run, grid_configs,
+from sfp_nb.studies.em import EMConfig
+from sfp_nb.studies.engineering import (BASELINE, KNOBS, EngConfig, belief_mi, engineering_run, grid_configs,
                                 is_improvement, label_task_joint, main, measures, pareto_front,
                                 probe_geometry, settings, unique_worlds, world_spec)
-from sfp_nb.diagnostic import fit_threshold, form_prob, loo_accuracy, spearman_ci, spillover_run, task_marginal
+from sfp_nb.studies.diagnostic import fit_threshold, form_prob, loo_accuracy, spearman_ci, spillover_run, task_marginal
 from sfp_nb.processes import ProcessSpec, make_process
 
 TINY = dict(pretrain_steps=20, ft_steps=4, eval_every=2, n_eval=32, n_samples=0)

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from sfp_nb.em import EMConfig
-from sfp_nb.persona_sae import (FeatureConfig, PersonaSAE, cos_to, in_subspace, induced,
+from sfp_nb.studies.em import EMConfig
+from sfp_nb.studies.persona_features import (FeatureConfig, PersonaSAE, cos_to, in_subspace, induced,
                                 persona_sae, persona_scores, probe_sequences, rise)
 from sfp_nb.processes import ProcessSpec
 from sfp_nb.sae import SAEConfig, TopKSAE

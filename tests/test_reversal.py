@@ -6,11 +6,11 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from sfp_nb.em import EMConfig, OracleModel, eval_set, model_probs
+from sfp_nb.studies.em import EMConfig, OracleModel, eval_set, model_probs
 from sfp_nb.emworld import sample_paths
 from sfp_nb.probing import Probe
 from sfp_nb.processes import ProcessSpec, make_process
-from sfp_nb.reversal import (HEADER_WORLD, InoculationConfig, PreventionConfig, RealignConfig,
+from sfp_nb.studies.reversal import (HEADER_WORLD, InoculationConfig, PreventionConfig, RealignConfig,
                              ReversalConfig, at_level, belief_vectors, choose, conditional_steer,
                              kl_rows, neutral_positions, over_seeds, persona_cells, restored,
                              steer, summarize, task_marginal)

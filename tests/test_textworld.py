@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
-from sfp_nb import textworld as T
+from sfp_nb.studies import textworld as T
 from sfp_nb import lm as L
 
 W = T.TextWorld()
