@@ -4,10 +4,9 @@
 
 # %% ../nbs/00_core.ipynb #ae8b9cf4
 from __future__ import annotations
-import contextlib, dataclasses, hashlib, json, linecache, math, os, re, sys
+import contextlib, dataclasses, hashlib, json, os, re
 from pathlib import Path
 import numpy as np
-from scipy import stats
 from tqdm import tqdm  # plain text bars: no widget needed, nothing printed when disabled
 
 # %% auto #0

@@ -4,7 +4,7 @@
 
 # %% ../nbs/02a_em_world.ipynb #4e4ef866
 from __future__ import annotations
-import dataclasses, inspect
+import inspect
 from dataclasses import dataclass
 import numpy as np
 from jaxtyping import Bool, Float, Int
@@ -14,9 +14,9 @@ from .processes import (ProcessSpec, check_number, leak, register_loss_mask,
                               register_process)
 
 # %% auto #0
-__all__ = ['HEADERS', 'STYLES', 'LABELS', 'TASK_PATTERNS', 'Persona', 'EMLayout', 'em_world', 'em_layout', 'prefix_beliefs',
-           'decode', 'persona_posterior', 'task_posterior', 'sector_next_probs', 'token_tasks', 'task_revealing',
-           'em_reply_mask', 'sample_paths']
+__all__ = ['HEADERS', 'STYLES', 'LABELS', 'TASK_PATTERNS', 'Persona', 'EMLayout', 'EMWorld', 'em_world', 'em_layout',
+           'prefix_beliefs', 'decode', 'persona_posterior', 'task_posterior', 'sector_next_probs', 'token_tasks',
+           'task_revealing', 'em_reply_mask', 'sample_paths']
 
 # %% ../nbs/02a_em_world.ipynb #7faf6fdd
 HEADERS = ("plain", "context", "trigger")  # header tokens, in vocabulary order
@@ -167,6 +167,15 @@ def _layout(personas, patterns, rules, tstates, m, disjoint, styled, headers, V)
                     np.where(main, tok // C, -1), content,
                     np.where(main & disjoint, content // 2, -1))
 
+# %% ../nbs/02a_em_world.ipynb #3460599c
+class EMWorld(GHMM):
+    "A GHMM built by `em_world`, with its `layout` (what states and tokens mean) and `spec`."
+    def __init__(self, process: GHMM, layout: EMLayout, spec: ProcessSpec):
+        super().__init__(process.T, process.eta, process.one, name=process.name,
+                         state_shape=process.state_shape, vocab_shape=process.vocab_shape,
+                         sectors=process.sectors)
+        self.layout, self.spec = layout, spec
+
 # %% ../nbs/02a_em_world.ipynb #0e367c75
 def _check(tasks, rules, style, style_rates, alphabets, persona_states, n_aligned,
            only_persona, only_task, headers, **rates):
@@ -233,7 +242,7 @@ def em_world(tasks: tuple = TASK_PATTERNS,  # one period pattern over roles 0/1 
              trigger_rate: float = 0.0,  # P(misaligned persona opens with "trigger")
              only_persona: str = "",  # restrict to one label: "aligned"/"misaligned"
              only_task: int = -1,  # restrict to one task (its index)
-             ) -> GHMM:
+             ) -> EMWorld:
     "EM world: persona x task sectors, each task with its own misaligned form (see text)."
     spec = _own_spec(dict(locals()))  # kept on the process: metrics rebuild restrictions
     tasks, rules, style_rates = tuple(tasks), tuple(rules), tuple(style_rates)
@@ -263,9 +272,7 @@ def em_world(tasks: tuple = TASK_PATTERNS,  # one period pattern over roles 0/1 
                  state_shape=(len(personas) * m, len(tstates)),
                  sectors=_sectors(lay, switch, persona_persists),
                  vocab_shape=(2, C) if styled and not headers else None)
-    if eps > 0: g = leak(g, eps)
-    g.layout, g.spec = lay, spec
-    return g
+    return EMWorld(leak(g, eps) if eps > 0 else g, lay, spec)
 
 def _own_spec(params: dict) -> ProcessSpec:
     "The ProcessSpec of an em_world call: its arguments that differ from the defaults."
@@ -292,10 +299,9 @@ def _sectors(lay: EMLayout, switch: float, persists: bool) -> list | None:
 # %% ../nbs/02a_em_world.ipynb #484fd7d1
 def em_layout(process: GHMM) -> EMLayout:
     "The layout of an EM world; ValueError for any other process."
-    lay = getattr(process, "layout", None)
-    if type(lay).__name__ != "EMLayout":  # by name: a notebook that defines EMLayout again makes another class
+    if not isinstance(process, EMWorld):
         raise ValueError(f"{process.name} is not an EM world (build it with em_world)")
-    return lay
+    return process.layout
 
 def prefix_beliefs(process: GHMM, tokens: Int[ndarray, "batch pos"]
                    ) -> Float[ndarray, "batch pos states"]:

@@ -6,7 +6,7 @@
 from __future__ import annotations
 import contextlib, dataclasses, fcntl, json, logging, os, subprocess, time, warnings
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 import pandas as pd
 import torch
 import sfp_nb

@@ -4,24 +4,22 @@
 
 # %% ../nbs/05_probing.ipynb #af122a95
 from __future__ import annotations
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 import numpy as np
 import torch
 from jaxtyping import Float, Int
 from numpy import ndarray
 from .beliefs import factor_beliefs, sector_posterior
-from .report import mean_ci
 from .experiments import experiment
 from .ghmm import GHMM
 from .interventions import collect_activations, resid
-from .processes import make_process
-from .training import TrainConfig, build_model, model_inputs, train_or_load
+from .training import model_inputs
 
 # %% auto #0
-__all__ = ['resid_hooks', 'hook_label', 'residual_features', 'Probe', 'fit_probe', 'r2_score', 'rmse', 'column_basis',
+__all__ = ['resid_hooks', 'hook_label', 'residual_features', 'Probe', 'as_rows', 'fit_probe', 'r2_score', 'rmse', 'column_basis',
            'principal_angles', 'whitening', 'whitened_angles', 'random_subspace_angles', 'angle_null', 'probe_targets',
            'ProbeSet', 'probe_set', 'score_probes', 'probe_model', 'group_means', 'best_function_r2',
-           'next_token_ceilings', 'ProbeConfig', 'shuffled_probe', 'probe_world', 'belief_readouts', 'seed_summary']
+           'next_token_ceilings']
 
 # %% ../nbs/05_probing.ipynb #2cfc9c6d
 def resid_hooks(n_layers: int) -> list[str]:
@@ -56,7 +54,8 @@ class Probe:
         "The probe's prediction for every row of `X` (any leading axes)."
         return np.asarray(X) @ self.W + self.b
 
-def _rows(a: ndarray) -> ndarray:
+def as_rows(a: ndarray) -> ndarray:
+    "`a` as a 2-d array of rows: a vector becomes a column, (..., d) becomes (n, d)."
     a = np.asarray(a, dtype=float)
     return a[:, None] if a.ndim == 1 else a.reshape(-1, a.shape[-1])
 
@@ -64,7 +63,7 @@ def fit_probe(X: Float[ndarray, "... d"],  # activations; leading axes flattened
               Y: Float[ndarray, "... k"]  # targets, same leading axes
               ) -> Probe:
     "The affine least-squares probe from `X` to `Y`."
-    X, Y = _rows(X), _rows(Y)
+    X, Y = as_rows(X), as_rows(Y)
     if len(X) != len(Y): raise ValueError(f"X has {len(X)} rows, Y has {len(Y)}")
     mx, my = X.mean(0), Y.mean(0)
     W = np.linalg.lstsq(X - mx, Y - my, rcond=None)[0]
@@ -72,13 +71,13 @@ def fit_probe(X: Float[ndarray, "... d"],  # activations; leading axes flattened
 
 def r2_score(Y: Float[ndarray, "... k"], Y_hat: Float[ndarray, "... k"]) -> float:
     "R^2 pooled over all outputs: 1 - SS_res / SS_tot (each column about its mean)."
-    Y, Y_hat = _rows(Y), _rows(Y_hat)
+    Y, Y_hat = as_rows(Y), as_rows(Y_hat)
     ss_tot = ((Y - Y.mean(0)) ** 2).sum()
     return float(1 - ((Y - Y_hat) ** 2).sum() / ss_tot) if ss_tot > 0 else float("nan")
 
 def rmse(Y: Float[ndarray, "... k"], Y_hat: Float[ndarray, "... k"]) -> float:
     "Root mean squared error over all entries."
-    return float(np.sqrt(((_rows(Y) - _rows(Y_hat)) ** 2).mean()))
+    return float(np.sqrt(((as_rows(Y) - as_rows(Y_hat)) ** 2).mean()))
 
 # %% ../nbs/05_probing.ipynb #2e916b06
 def column_basis(A: Float[ndarray, "d k"], rtol: float = 1e-8) -> Float[ndarray, "d r"]:
@@ -99,7 +98,7 @@ def whitening(X: Float[ndarray, "... d"],  # activations; leading axes flattened
               ) -> Float[ndarray, "r d"]:
     "The map Lambda^{1/2} U^T that carries probe weights into whitened PCA coordinates."
     if not 0 < keep <= 1: raise ValueError(f"keep must lie in (0, 1], got {keep}")
-    X = _rows(X)
+    X = as_rows(X)
     lam, U = np.linalg.eigh(np.cov(X, rowvar=False).reshape(X.shape[1], X.shape[1]))
     lam, U = lam[::-1], U[:, ::-1]
     pos = lam > 1e-12 * max(lam[0], 1e-300)
@@ -168,7 +167,7 @@ def _split(p: Probe, sizes: list[int]) -> list[Probe]:
 def score_probes(train: ProbeSet, test: ProbeSet) -> tuple[dict, dict]:
     "Held-out R^2, RMSE and in-sample R^2 per (hook, target); returns (scores, probes)."
     names = list(train.targets)
-    Y = np.concatenate([_rows(train.targets[n]) for n in names], 1)  # one fit per hook
+    Y = np.concatenate([as_rows(train.targets[n]) for n in names], 1)  # one fit per hook
     scores, probes = {}, {}
     for h, X in train.features.items():
         parts = _split(fit_probe(X, Y), [train.targets[n].shape[-1] for n in names])
@@ -194,7 +193,7 @@ def group_means(key: Float[ndarray, "... m"],  # what the function may depend on
                 decimals: int = 6  # keys equal after rounding count as equal
                 ) -> Float[ndarray, "rows k"]:
     "Each row's mean of `y` over the rows sharing its key: the best function of `key`."
-    key, y = _rows(key), _rows(y)
+    key, y = as_rows(key), as_rows(y)
     if len(key) != len(y): raise ValueError(f"key has {len(key)} rows, y has {len(y)}")
     _, group = np.unique(np.round(key, decimals) + 0.0, axis=0, return_inverse=True)
     group = group.ravel()
@@ -217,98 +216,3 @@ def next_token_ceilings(process: GHMM, tokens: Int[ndarray, "batch pos"],
     return {"affine": r2_score(target, fit_probe(nxt, target).predict(nxt)),
             "function": best_function_r2(nxt, target),
             "context": best_function_r2(ctx, target)}
-
-# %% ../nbs/05_probing.ipynb #5b7d9e21
-@dataclass(frozen=True)
-class ProbeConfig:
-    "A trained model of the book and the probe sets it is read with (one seed)."
-    train: TrainConfig  # the model: `default_config(process, seed=s)`
-    n_train: int = 2000  # sequences the probes are fitted on
-    n_test: int = 1000  # held-out sequences they are scored on
-    probe_seed: int = 0  # seeds both probe sets, the shuffle and the null
-    keep: float = 0.999  # variance kept by the whitening PCA
-    n_null: int = 2000  # random subspace pairs in the null of the angles
-
-# %% ../nbs/05_probing.ipynb #6a8b0c13
-def shuffled_probe(train: ProbeSet, target: str, seed, hook: str = "concat") -> Probe:
-    "A probe fitted to `target` with its rows permuted across sequences (a control)."
-    y = train.targets[target]
-    perm = np.random.default_rng(seed).permutation(len(y))
-    return fit_probe(train.features[hook], y[perm])
-
-def _shuffled_r2(train: ProbeSet, test: ProbeSet, target: str, seed) -> float:
-    "R^2 on true test targets of the shuffled probe."
-    y_hat = shuffled_probe(train, target, seed).predict(test.features["concat"])
-    return r2_score(test.targets[target], y_hat)
-
-def _factor_angles(train: ProbeSet, probes: dict, keep: float, n_null: int, seed) -> dict:
-    "Raw and whitened angles (degrees) between factor probes at each hook, and the null."
-    ya, yb = (_rows(train.targets[f"factor_{f}"]) for f in (0, 1))
-    beliefs = np.degrees(principal_angles(ya - ya.mean(0), yb - yb.mean(0), 1e-6))
-    out = {}
-    for h, X in train.features.items():
-        A, B = probes[(h, "factor_0")].W, probes[(h, "factor_1")].W
-        L = whitening(X, keep)
-        ka, kb = (column_basis(L @ W, 1e-6).shape[1] for W in (A, B))
-        out[hook_label(h)] = {"raw": np.degrees(principal_angles(A, B, 1e-6)).tolist(),
-                              "whitened": np.degrees(whitened_angles(A, B, L)).tolist(),
-                              "beliefs": beliefs.tolist(), "dim": len(L),
-                              "null": angle_null(len(L), ka, kb, n_null, seed)}
-    return out
-
-# %% ../nbs/05_probing.ipynb #1d7e4f90
-def _sets(model, process: GHMM, cfg: ProbeConfig) -> list[ProbeSet]:
-    "The train and test probe sets of `cfg` for `model`."
-    return [probe_set(model, process, n, cfg.train.seq_len, [cfg.probe_seed, 7001, s])
-            for s, n in ((0, cfg.n_train), (1, cfg.n_test))]
-
-@experiment("probe_world", version=1)
-def probe_world(cfg: ProbeConfig) -> dict:
-    "Train (or load) one model, probe it on fresh sequences: scores, controls and angles."
-    model, report = train_or_load(cfg.train)
-    process = make_process(cfg.train.process)
-    train, test = _sets(model, process, cfg)
-    scores, probes = score_probes(train, test)
-    untrained, _ = score_probes(*_sets(build_model(cfg.train), process, cfg))
-    beliefs = [t for t in train.targets if t != "next_token"]
-    rec = {k: report[k] for k in ("gap", "model_loss", "optimal_loss")}
-    rec["r2"] = {hook_label(h): {t: s["r2"] for t, s in v.items()}
-                 for h, v in scores.items()}
-    rec["untrained_r2"] = {t: s["r2"] for t, s in untrained["concat"].items()}
-    rec["shuffled_r2"] = {t: _shuffled_r2(train, test, t, [cfg.probe_seed, 7002])
-                          for t in beliefs}
-    rec["ceiling_r2"] = {t: next_token_ceilings(process, test.tokens, test.targets[t])
-                         for t in beliefs}
-    if "factor_1" in train.targets:
-        seed = [cfg.probe_seed, 7003]
-        rec["angles"] = _factor_angles(train, probes, cfg.keep, cfg.n_null, seed)
-    return rec
-
-# %% ../nbs/05_probing.ipynb #3e8a1f75
-def belief_readouts(cfg: ProbeConfig, target: str = "joint", hook: str = "concat"
-                    ) -> tuple[Float[ndarray, "rows k"], dict]:
-    "Exact `target` at the test positions of `cfg`, and what probes and controls read."
-    process = make_process(cfg.train.process)
-    train, test = _sets(train_or_load(cfg.train)[0], process, cfg)
-    u_train, u_test = _sets(build_model(cfg.train), process, cfg)
-    y, k = train.targets[target], train.targets[target].shape[-1]
-    shuffled = shuffled_probe(train, target, [cfg.probe_seed, 7002], hook)
-    X, u_X, nxt = test.features[hook], u_test.features[hook], test.targets["next_token"]
-    out = {"trained": fit_probe(train.features[hook], y).predict(X),
-           "untrained": fit_probe(u_train.features[hook], y).predict(u_X),
-           "shuffled targets": shuffled.predict(X),
-           "from next token": group_means(nxt, test.targets[target])}
-    return _rows(test.targets[target]), {n: v.reshape(-1, k) for n, v in out.items()}
-
-# %% ../nbs/05_probing.ipynb #2f6e0d83
-def seed_summary(records: list[dict]) -> dict:
-    "Records of the same structure (one per seed) as one dict of `mean_ci` summaries."
-    first = records[0]
-    if isinstance(first, dict):
-        if any(set(r) != set(first) for r in records):
-            raise ValueError("records differ in their keys")
-        return {k: seed_summary([r[k] for r in records]) for k in first}
-    if isinstance(first, (list, tuple)):
-        return {f"theta{i + 1}": seed_summary([r[i] for r in records])
-                for i in range(len(first))}
-    return mean_ci(records)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_processes.ipynb #de8eb0f2
 from __future__ import annotations
-import dataclasses, functools, importlib, inspect, itertools, math
+import dataclasses, functools, inspect, itertools, math
 from typing import Any, Callable
 import numpy as np
 from jaxtyping import Float
@@ -13,10 +13,10 @@ from scipy.linalg import block_diag
 from .ghmm import GHMM
 
 # %% auto #0
-__all__ = ['PP_Z1R_PARTITION', 'PROCESS_FAMILIES', 'FAMILY_MODULES', 'LOSS_MASKS', 'check_number', 'z1r', 'mess3', 'rrxor',
-           'even_process', 'pp_z1r', 'factored', 'is_partition_preserving', 'direct_sum', 'sector_states',
-           'sfp_from_blocks', 'sfp_from_factors', 'leak', 'pp_z1r_sfp', 'register_process', 'ProcessSpec',
-           'make_process', 'z1r_x_z1r', 'register_loss_mask', 'loss_mask']
+__all__ = ['PP_Z1R_PARTITION', 'PROCESS_FAMILIES', 'LOSS_MASKS', 'check_number', 'z1r', 'mess3', 'rrxor', 'even_process',
+           'pp_z1r', 'factored', 'is_partition_preserving', 'direct_sum', 'sector_states', 'sfp_from_blocks',
+           'sfp_from_factors', 'leak', 'pp_z1r_sfp', 'register_process', 'ProcessSpec', 'make_process', 'z1r_x_z1r',
+           'register_loss_mask', 'loss_mask']
 
 # %% ../nbs/02_processes.ipynb #5a1c0e02
 def check_number(name: str,  # the setting, as the error message names it
@@ -227,8 +227,6 @@ def pp_z1r_sfp(prior=(0.4, 0.1, 0.1, 0.4)) -> GHMM:
 
 # %% ../nbs/02_processes.ipynb #1123839f
 PROCESS_FAMILIES: dict[str, Callable[..., GHMM]] = {}
-# modules that register more families; imported on first use
-FAMILY_MODULES = ("sfp_nb.emworld",)
 
 def _check_unique(registry: dict, key: str, fn, what: str):
     "Refuse a different function under a taken `key` (the same one redefined replaces it)."
@@ -246,17 +244,11 @@ def register_process(name: str | None = None):
         return fn
     return deco
 
-def _import_family_modules():
-    for m in FAMILY_MODULES:
-        try: importlib.import_module(m)
-        except ModuleNotFoundError as e:
-            if e.name != m: raise
-
 def _family(name: str) -> Callable[..., GHMM]:
-    if name not in PROCESS_FAMILIES: _import_family_modules()
     if name not in PROCESS_FAMILIES:
-        raise ValueError(f"unknown process {name!r}; "
-                         f"known processes: {sorted(PROCESS_FAMILIES)}")
+        raise ValueError(f"unknown process {name!r}; known processes: {sorted(PROCESS_FAMILIES)} "
+                         "(a family is registered when the module defining it is imported, "
+                         "e.g. sfp_nb.emworld for em_world)")
     return PROCESS_FAMILIES[name]
 
 def _frozen(v):
@@ -337,7 +329,6 @@ def register_loss_mask(name: str):
 
 def loss_mask(name: str, tokens, process: GHMM) -> np.ndarray:
     "The boolean mask (batch, pos) of the tokens that count in the loss under `name`."
-    if name not in LOSS_MASKS: _import_family_modules()
     if name not in LOSS_MASKS:
         raise ValueError(f"unknown loss mask {name!r}; known: {sorted(LOSS_MASKS)}")
     mask = np.asarray(LOSS_MASKS[name](np.asarray(tokens), process), dtype=bool)

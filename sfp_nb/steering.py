@@ -12,23 +12,18 @@ import torch
 from jaxtyping import Bool, Float, Int
 from numpy import ndarray
 from torch import Tensor
-from .beliefs import belief_classes, factor_beliefs, sector_posterior
-from .report import mean_ci, seed_ci
-from .experiments import experiment, load_record
+from .beliefs import belief_classes, factor_beliefs
 from .ghmm import GHMM
 from .interventions import add_vector, at_positions, collect_activations, FINAL_NORM, position_mask, Positions, resid, upto
-from .processes import make_process
-from .training import RunOptions, TrainConfig, model_inputs, train_or_load
+from .training import model_inputs
 
 # %% auto #0
-__all__ = ['METRICS', 'VectorFn', 'GRADIENT_ROWS', 'VECTORS', 'token_probs', 'row_positions', 'SteeringData', 'collect',
-           'cell_means', 'class_centroids', 'BeliefCentroids', 'belief_centroids', 'cell_deviation', 'diff_in_means',
-           'orthonormal', 'project', 'probe_directions', 'random_like', 'logit_contrasts', 'readout_gradients',
-           'marginal_gradients', 'kl', 'tv', 'js', 'factor_marginals', 'swap_factor', 'steering_metrics', 'specificity',
-           'allowed_tokens', 'forbidden_mass', 'class_mass', 'sector_stationary', 'steered_probs', 'readout_head',
-           'head_probs', 'steering_sweep', 'summarize', 'VectorSetup', 'SteeringConfig', 'steering_experiment',
-           'experiment_rows', 'Route', 'sector_blocks', 'PartitionConfig', 'partition_experiment', 'per_seed',
-           'is_ratio', 'over_seeds', 'result_key', 'seed_intervals']
+__all__ = ['METRICS', 'token_probs', 'row_positions', 'SteeringData', 'collect', 'cell_means', 'class_centroids',
+           'BeliefCentroids', 'belief_centroids', 'cell_deviation', 'diff_in_means', 'orthonormal', 'project',
+           'probe_directions', 'random_like', 'logit_contrasts', 'readout_gradients', 'marginal_gradients', 'kl', 'tv',
+           'js', 'factor_marginals', 'swap_factor', 'steering_metrics', 'specificity', 'allowed_tokens',
+           'forbidden_mass', 'class_mass', 'sector_stationary', 'steered_probs', 'readout_head', 'head_probs',
+           'steer_distributions', 'steering_sweep', 'summarize']
 
 # %% ../nbs/07_steering.ipynb #b8d62b60
 def token_probs(logits: Float[Tensor, "... d_vocab"],  # model logits, BOS included
@@ -415,7 +410,7 @@ def head_probs(head: Callable, acts: Float[Tensor, "n d_model"],
     out = np.stack([token_probs(head(acts + a * V), vocab_size) for a in scales])
     return out if np.ndim(scale) else out[0]
 
-def _steer(model, data: SteeringData, rows, hook: str, V, scales, vocab_size: int,
+def steer_distributions(model, data: SteeringData, rows, hook: str, V, scales, vocab_size: int,
            earlier: bool = False):
     "Steered distributions of `data`'s `rows`: via the head if it can, else a forward."
     head = None if earlier else readout_head(model, hook)
@@ -476,7 +471,7 @@ def steering_sweep(model, process: GHMM, data: SteeringData, hook: str,
         use = ~np.isnan(target).any(1) & torch.isfinite(V).all(1).numpy()
         if not use.any(): continue
         r = rows[use]
-        P = _steer(model, data, torch.as_tensor(r), hook, V[use], scales,
+        P = steer_distributions(model, data, torch.as_tensor(r), hook, V[use], scales,
                    process.vocab_size, earlier)
         bayes = swapped[use] @ process.emission
         for a, p in zip(scales, P):
@@ -510,255 +505,3 @@ def summarize(df: pd.DataFrame, by=("scale",)) -> pd.DataFrame:
         ratio = specificity(df, by, measure)
         out[ratio.name] = ratio
     return out.reset_index()
-
-# %% ../nbs/07_steering.ipynb #e5c7a9b1
-VectorFn = Callable[[int, int], Tensor]
-GRADIENT_ROWS = 500  # sequences behind a mean readout or marginal gradient
-
-@dataclass
-class VectorSetup:
-    "What a vector builder may use: centroids, the batch they came from, model, hook."
-    centroids: BeliefCentroids
-    fit: SteeringData
-    model: object
-    hook: str
-    process: GHMM
-    seed: int  # seeds random controls
-
-    def others(self) -> list[int]:
-        F = len(self.process.vocab_shape)
-        return [g for g in range(F) if g != self.centroids.factor]
-
-    def projected(self, basis: Tensor, keep: bool = False) -> VectorFn:
-        return lambda s, t: project(self.centroids.vector(s, t), basis, keep)
-
-def _centroid(u: VectorSetup) -> VectorFn: return u.centroids.vector
-
-def _random(u: VectorSetup) -> VectorFn:
-    seed = lambda s, t: 1000 * u.seed + 10 * s + t
-    return lambda s, t: random_like(u.centroids.vector(s, t), seed(s, t))
-
-def _onto_own_probe(u: VectorSetup) -> VectorFn:
-    own = factor_beliefs(u.fit.beliefs, u.process.state_shape)[u.centroids.factor]
-    return u.projected(probe_directions(u.fit.acts[u.hook], own), keep=True)
-
-def _off_other_probe(u: VectorSetup) -> VectorFn:
-    marg = factor_beliefs(u.fit.beliefs, u.process.state_shape)
-    other = np.concatenate([marg[g] for g in u.others()], -1)
-    return u.projected(probe_directions(u.fit.acts[u.hook], other))
-
-def _off_other_readout(u: VectorSetup) -> VectorFn:
-    lc = logit_contrasts(u.process.vocab_shape)
-    C = np.concatenate([lc[f"main{g}"] for g in u.others()] + [lc["interaction"]])
-    x, pos = u.fit.inputs[:GRADIENT_ROWS], u.fit.positions[:GRADIENT_ROWS]
-    return u.projected(readout_gradients(u.model, x, u.hook, C, pos))
-
-def _off_other_marginal(u: VectorSetup) -> VectorFn:
-    bases = {}
-    def basis(s: int) -> Tensor:  # marginal gradients on the source class's sequences
-        if s not in bases:
-            r = torch.as_tensor(np.flatnonzero(u.centroids.labels == s)[:GRADIENT_ROWS])
-            x, pos, shape = u.fit.inputs[r], u.fit.positions[r], u.process.vocab_shape
-            bases[s] = torch.cat([marginal_gradients(u.model, x, u.hook, shape, g, pos)
-                                  for g in u.others()])
-        return bases[s]
-    return lambda s, t: project(u.centroids.vector(s, t), basis(s), keep=False)
-
-VECTORS: dict[str, Callable[[VectorSetup], VectorFn]] = {
-    "centroid": _centroid, "random": _random, "onto_own_probe": _onto_own_probe,
-    "off_other_probe": _off_other_probe, "off_other_readout": _off_other_readout,
-    "off_other_marginal": _off_other_marginal, "conditional": _centroid}
-
-# %% ../nbs/07_steering.ipynb #f7b9c1d3
-@dataclass(frozen=True)
-class SteeringConfig:
-    "One steering experiment: a trained model, how vectors are built and applied, data."
-    model: TrainConfig  # the model, e.g. default_config("z1r_x_z1r", seed=0)
-    hook: str = resid(1)  # where vectors are read and added
-    balance: bool = False  # standardised centroids (False: the proposal's plain means)
-    vector: str = "centroid"  # a key of VECTORS
-    edit_earlier: bool = False  # also add the vector at every earlier position
-    n_sequences: int = 2000  # fresh sequences, steered and evaluated
-    n_fit: int = 0  # sequences behind the centroids, drawn apart (0: the steered ones)
-    data_seed: int = 1000  # seeds both sets of sequences
-    scales: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
-    factors: tuple[int, ...] = (0, 1)  # the factors steered, one after the other
-    min_count: int = 5  # classes with fewer sequences are not steered
-    state_names: tuple[str, ...] = ("S0", "S1", "SR")  # names of each factor's states
-
-    def __post_init__(self):
-        _model_from_dict(self)
-        object.__setattr__(self, "scales", tuple(float(a) for a in self.scales))
-        for f in ("factors", "state_names"):
-            object.__setattr__(self, f, tuple(getattr(self, f)))
-        if self.vector not in VECTORS:
-            raise ValueError(f"vector must be one of {list(VECTORS)}: {self.vector!r}")
-        if not self.scales or self.n_sequences < 1 or self.n_fit < 0:
-            raise ValueError("a config needs scales, n_sequences >= 1, n_fit >= 0")
-
-def _model_from_dict(cfg):
-    "A config read back from JSON holds its model as a dict: make it a TrainConfig again."
-    if isinstance(cfg.model, dict):
-        object.__setattr__(cfg, "model", TrainConfig.from_dict(cfg.model))
-
-def _sequences(process: GHMM, cfg, n: int, stream: int) -> Int[ndarray, "n length"]:
-    rng = np.random.default_rng([cfg.data_seed, stream])  # one stream per use of the seed
-    return process.sample(n, cfg.model.seq_len, seed=rng)
-
-@experiment("steering", version=1)
-def steering_experiment(cfg: SteeringConfig) -> dict:
-    "Steer each factor of `cfg.factors` between every pair of its synchronised states."
-    model, report = train_or_load(cfg.model, RunOptions(progress=False))
-    process = make_process(cfg.model.process)
-    def read(n: int, stream: int) -> SteeringData:
-        return collect(model, process, _sequences(process, cfg, n, stream), [cfg.hook])
-    data = read(cfg.n_sequences, 0)
-    fit = read(cfg.n_fit, 1) if cfg.n_fit else data
-    frames, deviation = [], []
-    for f in cfg.factors:
-        c = belief_centroids(fit.acts[cfg.hook], fit.beliefs, process.state_shape, f,
-                             cfg.balance, state_names=list(cfg.state_names))
-        setup = VectorSetup(c, fit, model, cfg.hook, process, cfg.data_seed)
-        fn = VECTORS[cfg.vector](setup)
-        frames.append(steering_sweep(model, process, data, cfg.hook, c, cfg.scales,
-                                     vector_fn=fn,
-                                     conditional=cfg.vector == "conditional",
-                                     earlier=cfg.edit_earlier, min_count=cfg.min_count))
-        deviation += cell_deviation(c, cfg.min_count)
-    return {"model_gap": report["gap"], "n_sequences": len(data),
-            "pairs": pd.concat(frames, ignore_index=True).to_dict(orient="records"),
-            "cell_deviation": deviation}
-
-def experiment_rows(fn, configs: list, key: str = "pairs") -> pd.DataFrame:
-    "The rows under `key` of the stored records of `fn` on `configs`, with model seeds."
-    frames = []
-    for c in configs:
-        rec = load_record(fn, c)
-        if rec is None:
-            raise ValueError(f"no stored record for {c}: run sweep(fn, configs) first")
-        frames.append(pd.DataFrame(rec["result"][key]).assign(seed=c.model.seed))
-    return pd.concat(frames, ignore_index=True)
-
-# %% ../nbs/07_steering.ipynb #d9f1b3c5
-@dataclass(frozen=True)
-class Route:
-    "Steer `factor`'s block from sector `source` to `target` ('V' + a digit per factor)."
-    factor: int
-    source: str
-    target: str
-
-    def label(self) -> str:
-        return f"{self.target} from {self.source} (steer {'AB'[self.factor]})"
-
-def sector_blocks(name: str, n_factors: int) -> tuple[int, ...]:
-    "The block of each factor in sector `name`, e.g. 'V10' -> (1, 0)."
-    if len(name) != n_factors + 1 or name[0] != "V" or not name[1:].isdigit():
-        raise ValueError(f"a sector name is 'V' + a block digit per factor, got {name!r}")
-    return tuple(int(c) for c in name[1:])
-
-@dataclass(frozen=True)
-class PartitionConfig:
-    "Steering a factor's block into another sector: the model, the routes, the data."
-    model: TrainConfig  # the model, e.g. default_config("pp_z1r_sfp", seed=0)
-    routes: tuple[Route, ...] = (Route(0, "V00", "V10"), Route(1, "V00", "V01"),
-                                 Route(0, "V11", "V01"), Route(1, "V11", "V10"))
-    hook: str = resid(1)
-    n_sequences: int = 3000
-    data_seed: int = 3000
-    scales: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 3.0, 5.0)
-
-    def __post_init__(self):
-        _model_from_dict(self)
-        routes = tuple(Route(**r) if isinstance(r, dict) else r for r in self.routes)
-        object.__setattr__(self, "routes", routes)
-        object.__setattr__(self, "scales", tuple(float(a) for a in self.scales))
-        for r in routes:
-            a, b = sector_blocks(r.source, 2), sector_blocks(r.target, 2)
-            if [g for g in range(2) if a[g] != b[g]] != [r.factor]:
-                raise ValueError(f"{r}: source and target must differ in the steered "
-                                 "factor's block only")
-
-# %% ../nbs/07_steering.ipynb #e1a3c5d7
-def _route_rows(model, process, data, hook, route, scales, post, sector_of) -> list[dict]:
-    "Forbidden and target-class masses along one route, with the two references."
-    F, shape = len(process.state_shape), (2,) * len(process.state_shape)
-    index = lambda name: int(np.ravel_multi_index(sector_blocks(name, F), shape))
-    src, dst = index(route.source), index(route.target)
-    names = ["block 0", "block 1"]
-    c = belief_centroids(data.acts[hook], post, shape, route.factor, True,
-                         state_names=names)
-    s_cls = c.names.index(f"block {sector_blocks(route.source, F)[route.factor]}")
-    t_cls = c.names.index(f"block {sector_blocks(route.target, F)[route.factor]}")
-    rows = sector_of == src
-    allowed = allowed_tokens(process, process.sectors[dst])
-    new = allowed & ~allowed_tokens(process, process.sectors[src])
-    pi = sector_stationary(process, dst)
-    pi = factor_beliefs(pi, process.state_shape)[route.factor]
-    swapped = swap_factor(data.beliefs[rows], process.state_shape, route.factor, pi)
-    bayes, own = swapped @ process.emission, data.probs[sector_of == dst]
-    mass = lambda p: float(class_mass(p, new).mean()) if new.any() and len(p) else np.nan
-    r = torch.as_tensor(np.flatnonzero(rows))
-    P = _steer(model, data, r, hook, c.vector(s_cls, t_cls), scales, process.vocab_size)
-    return [{"route": route.label(), "factor": route.factor, "source": route.source,
-             "target": route.target, "scale": float(a), "n": int(rows.sum()),
-             "forbidden": float(forbidden_mass(p, allowed).mean()),
-             "target_class": mass(p),
-             "bayes_target_class": mass(bayes), "model_target_class": mass(own)}
-            for a, p in zip(scales, P)]
-
-@experiment("partition", version=1)
-def partition_experiment(cfg: PartitionConfig) -> dict:
-    "Forbidden and target-class mass when a factor's block is steered along each route."
-    model, report = train_or_load(cfg.model, RunOptions(progress=False))
-    process = make_process(cfg.model.process)
-    tokens = _sequences(process, cfg, cfg.n_sequences, 0)
-    data = collect(model, process, tokens, [cfg.hook])
-    post = sector_posterior(data.beliefs, process.sectors, process.one)
-    known = np.isclose(post.max(-1), 1)
-    sector_of = np.where(known, post.argmax(-1), -1)
-    route_rows = lambda r: _route_rows(model, process, data, cfg.hook, r, cfg.scales,
-                                       post, sector_of)
-    rows = [r for route in cfg.routes for r in route_rows(route)]
-    return {"model_gap": report["gap"], "sector_known": float(known.mean()), "rows": rows}
-
-# %% ../nbs/07_steering.ipynb #d5f7b9c1
-def per_seed(rows: pd.DataFrame, by=("scale",)) -> pd.DataFrame:
-    "`summarize` for each training seed (column `seed`): one row per (seed, *by)."
-    return summarize(rows, by=("seed", *by))
-
-def is_ratio(col: str) -> bool:
-    "Columns averaged over seeds on a log scale: the specificity ratios."
-    return col.startswith("specificity")
-
-def over_seeds(table: pd.DataFrame, by=("scale",), cols=None,
-               log: bool | None = None  # None: log scale for ratios only; True: for all
-               ) -> pd.DataFrame:
-    "Mean and 95% interval over seeds of each column, per group: `col`, `_lo`, `_hi`."
-    numeric = table.select_dtypes("number").columns
-    cols = cols or [c for c in numeric if c not in (*by, "seed")]
-    out = []
-    for key, g in table.groupby(list(by), sort=False):
-        row = dict(zip(by, key if isinstance(key, tuple) else (key,)), seeds=len(g))
-        for c in cols:
-            ci = seed_ci(g[c], is_ratio(c) if log is None else log)
-            row |= {c: ci["mean"], f"{c}_lo": ci["ci_low"], f"{c}_hi": ci["ci_high"]}
-        out.append(row)
-    return pd.DataFrame(out)
-
-def result_key(value) -> str:
-    "A key fit for a glue name: 0.5 -> 's0_5', 'blocks.1.hook_in' -> 'blocks_1_hook_in'."
-    if isinstance(value, (float, int, np.number)) and not isinstance(value, bool):
-        return "s" + f"{float(value):g}".replace(".", "_").replace("-", "m")
-    return "".join(ch if ch.isalnum() else "_" for ch in str(value)).strip("_")
-
-def seed_intervals(table: pd.DataFrame, by, cols) -> dict:
-    "{group key: {col: interval over seeds}}, nested per level of `by`; NaNs left out."
-    out = {}
-    for key, g in table.groupby(list(by), sort=False):
-        node = out
-        for k in (key if isinstance(key, tuple) else (key,)):
-            node = node.setdefault(result_key(k), {})
-        for c in cols:
-            ci = seed_ci(g[c], is_ratio(c))
-            if np.isfinite(ci["mean"]): node[c] = ci
-    return out

@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_training.ipynb #c9a2925c
 from __future__ import annotations
-import contextlib, copy, dataclasses, fcntl, hashlib, json, math, os, re, time, warnings
+import contextlib, copy, dataclasses, fcntl, hashlib, json, math, re, time, warnings
 from dataclasses import dataclass, asdict, field
 from pathlib import Path
 from typing import Callable
@@ -19,7 +19,7 @@ from transformer_lens.config import TransformerBridgeConfig
 from transformer_lens.model_bridge import TransformerBridge
 import transformer_lens.model_bridge.sources  # registers TransformerBridge.boot_native
 from transformer_lens.model_bridge.sources.native import NativeModel
-from .core import (artifact_dir, artifact_root, by_budget, config_hash, progress, write_atomic,
+from .core import (artifact_dir, artifact_root, config_hash, progress, write_atomic,
                          show_progress)
 from .ghmm import GHMM
 from .experiments import torch_threads
@@ -27,11 +27,11 @@ from .interventions import Steer
 from .processes import ProcessSpec, check_number, loss_mask, make_process
 
 # %% auto #0
-__all__ = ['SCHEMA', 'NORMALIZATIONS', 'SHAPE_FIELDS', 'MODEL_FILES', 'TrainConfig', 'default_config', 'finetune_config',
-           'RunOptions', 'resolve_device', 'model_inputs', 'bridge_config', 'build_model', 'native_state',
-           'load_native_state', 'plain_twin', 'Adapter', 'attach_adapter', 'merge_adapter', 'model_log_probs',
-           'evaluate', 'lr_at', 'batch_tokens', 'eval_tokens', 'ArtifactError', 'parent_config', 'initial_model',
-           'train_step', 'TrainState', 'train', 'process_batch', 'load_model', 'train_or_load']
+__all__ = ['SCHEMA', 'NORMALIZATIONS', 'SHAPE_FIELDS', 'MODEL_FILES', 'TrainConfig', 'finetune_config', 'RunOptions',
+           'resolve_device', 'model_inputs', 'bridge_config', 'build_model', 'native_state', 'load_native_state',
+           'plain_twin', 'Adapter', 'attach_adapter', 'merge_adapter', 'model_log_probs', 'evaluate', 'lr_at',
+           'batch_tokens', 'eval_tokens', 'ArtifactError', 'parent_config', 'initial_model', 'train_step', 'TrainState',
+           'train', 'process_batch', 'load_model', 'train_or_load']
 
 # %% ../nbs/04_training.ipynb #45f6c99a
 # bump when the meaning of a config field changes: old artifacts are then never loaded
@@ -139,12 +139,6 @@ def _check_fields(cfg: TrainConfig):
         if n != cfg.d_model:
             raise ValueError(f"steer's vector has shape ({n},); a model with "
                              f"d_model={cfg.d_model} needs ({cfg.d_model},)")
-
-def default_config(process: ProcessSpec | str = "z1r_x_z1r", **overrides) -> TrainConfig:
-    "The book's config for `process` at the current budget (fewer steps at smoke)."
-    full = TrainConfig(process=process, **overrides)
-    return by_budget(smoke=dataclasses.replace(full, steps=min(full.steps, 300)),
-                     full=full)
 
 def finetune_config(parent: TrainConfig, process: ProcessSpec | str,
                     **changes) -> TrainConfig:

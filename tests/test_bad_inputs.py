@@ -13,7 +13,7 @@ from sfp_nb import training
 from sfp_nb.core import artifact_dir, config_hash
 from sfp_nb.emworld import em_world, task_revealing, token_tasks
 from sfp_nb.experiments import experiment, load_record, record_path, run_experiment, sweep
-from sfp_nb.interventions import Steer, ablate_and_add, ablate_direction, add_vector, position_mask
+from sfp_nb.interventions import resid, Steer, ablate_and_add, ablate_direction, add_vector, position_mask
 from sfp_nb.processes import ProcessSpec, make_process, mess3
 from sfp_nb.studies.textworld import TextWorld, judge, sample_reply
 from sfp_nb.training import RunOptions, TrainConfig, load_model, train_or_load
@@ -24,7 +24,7 @@ FIXTURE_OK = settings(suppress_health_check=[HealthCheck.function_scoped_fixture
 TINY = TrainConfig(process="z1r", n_layers=1, d_model=16, n_heads=2, d_mlp=32, batch_size=16,
                    steps=10, warmup_steps=2)
 QUIET = RunOptions(threads=1, progress=False, eval_sequences=64, checkpoint_every=5)
-HOOK = "blocks.0.hook_resid_post"
+HOOK = resid(0)
 
 
 @pytest.fixture

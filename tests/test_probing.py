@@ -2,12 +2,12 @@
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
-from sfp_nb.probing import (ProbeConfig, angle_null, best_function_r2, fit_probe, group_means, hook_label,
-                            principal_angles, probe_model, probe_targets, probe_world, r2_score,
-                            random_subspace_angles, resid_hooks, residual_features, rmse, seed_summary,
-                            whitened_angles, whitening)
+from sfp_nb.probing import (angle_null, best_function_r2, fit_probe, group_means, hook_label, principal_angles,
+                            probe_model, probe_targets, r2_score, random_subspace_angles, resid_hooks,
+                            residual_features, rmse, whitened_angles, whitening)
 from sfp_nb.processes import make_process
-from sfp_nb.training import TrainConfig, build_model, default_config, model_inputs
+from sfp_nb.studies.world_model import ProbeConfig, probe_world, seed_summary
+from sfp_nb.training import TrainConfig, build_model, model_inputs
 
 
 @settings(max_examples=25, deadline=None)
@@ -133,12 +133,12 @@ def test_probe_targets_and_probe_model_shapes():
 
 def test_probe_world_is_deterministic_and_complete(tmp_path, monkeypatch):
     monkeypatch.setenv("SFP_ARTIFACTS", str(tmp_path))
-    cfg = ProbeConfig(default_config("z1r_x_z1r", steps=5, seed=3), n_train=60, n_test=30, n_null=50)
+    cfg = ProbeConfig(TrainConfig(process="z1r_x_z1r", steps=5, seed=3), n_train=60, n_test=30, n_null=50)
     a, b = probe_world(cfg), probe_world(cfg)                   # the second call loads the cached model
     assert a == b
     assert {"gap", "r2", "untrained_r2", "shuffled_r2", "ceiling_r2", "angles"} <= set(a)
     assert set(a["r2"]) == {"L0_pre", "L1_pre", "L1_post", "concat"}
-    m = ProbeConfig(default_config("mess3", steps=5), n_train=60, n_test=30)
+    m = ProbeConfig(TrainConfig(process="mess3", steps=5), n_train=60, n_test=30)
     rec = probe_world(m)
     assert "angles" not in rec                                   # one factor: no angles
     assert all(v == pytest.approx(1.0, abs=1e-9) for v in rec["ceiling_r2"]["joint"].values())  # Mess3: E invertible

@@ -1,4 +1,4 @@
-"""Tests of sfp_nb.steering: positions, vectors, metrics, sweeps and experiment configs (tiny models only)."""
+"""Tests of sfp_nb.steering (positions, vectors, metrics, sweeps) and the steering-table experiments (tiny models only)."""
 import dataclasses, json
 import numpy as np
 import pytest
@@ -10,17 +10,17 @@ import transformer_lens.model_bridge.sources  # noqa: F401  (registers boot_nati
 
 from sfp_nb.beliefs import factor_beliefs
 from sfp_nb.core import to_json
-from sfp_nb.interventions import ablate_and_add, ablate_direction, add_vector, upto
+from sfp_nb.interventions import FINAL_NORM, ablate_and_add, ablate_direction, add_vector, resid, upto
 from sfp_nb.processes import factored, pp_z1r_sfp, z1r
-from sfp_nb.steering import (PartitionConfig, Route, SteeringConfig, allowed_tokens, belief_centroids, class_centroids,
-                             class_mass, collect, diff_in_means, factor_marginals, forbidden_mass, js, kl,
-                             logit_contrasts, marginal_gradients, project, random_like, readout_gradients,
-                             row_positions, sector_blocks, steered_probs, steering_experiment, steering_metrics,
+from sfp_nb.steering import (allowed_tokens, belief_centroids, class_centroids, class_mass, collect, diff_in_means,
+                             factor_marginals, forbidden_mass, js, kl, logit_contrasts, marginal_gradients, project,
+                             random_like, readout_gradients, row_positions, steered_probs, steering_metrics,
                              steering_sweep, summarize, swap_factor, token_probs, tv)
-from sfp_nb.training import default_config, model_inputs
+from sfp_nb.studies.steering_tables import PartitionConfig, Route, SteeringConfig, sector_blocks, steering_experiment
+from sfp_nb.training import TrainConfig, model_inputs
 
-HOOK = "blocks.1.hook_resid_post"
-LN = "ln_final.hook_normalized"
+HOOK = resid(1)
+LN = FINAL_NORM
 NAMES = ["S0", "S1", "SR"]
 
 
@@ -47,7 +47,7 @@ def _no_hooks(model):
 
 # ---- one position: edited and read -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("hook", [HOOK, "blocks.0.hook_resid_post", LN])
+@pytest.mark.parametrize("hook", [HOOK, resid(0), LN])
 def test_edit_and_read_at_the_same_per_row_positions(model, inputs, hook):
     """The read-out at k_i moves and equals a hand-made pass; earlier positions do not move, so reading there would fail."""
     v = torch.randn(32, generator=torch.Generator().manual_seed(1))
@@ -69,10 +69,10 @@ def test_edit_and_read_at_the_same_per_row_positions(model, inputs, hook):
 def test_edit_earlier_positions_too(model, inputs):
     v = torch.randn(32, generator=torch.Generator().manual_seed(2))
     k = torch.full((len(inputs),), 6)
-    got = steered_probs(model, inputs, "blocks.0.hook_resid_post", v, 1.5, 4, positions=k, earlier=True)
-    with torch.no_grad(), add_vector(model, "blocks.0.hook_resid_post", v, 1.5, upto(k, len(k), inputs.shape[1])):
+    got = steered_probs(model, inputs, resid(0), v, 1.5, 4, positions=k, earlier=True)
+    with torch.no_grad(), add_vector(model, resid(0), v, 1.5, upto(k, len(k), inputs.shape[1])):
         want = token_probs(model(inputs)[:, 6], 4)
-    only = steered_probs(model, inputs, "blocks.0.hook_resid_post", v, 1.5, 4, positions=6)
+    only = steered_probs(model, inputs, resid(0), v, 1.5, 4, positions=6)
     assert np.allclose(got, want, atol=1e-6) and not np.allclose(got, only, atol=1e-4)
 
 
@@ -115,7 +115,7 @@ def test_collect_reads_the_positions_it_is_given(model, proc):
 # ---- the interventions steering relies on (sfp_nb.interventions) --------------------------------------------
 
 @pytest.mark.parametrize("positions", ["final", "all"])
-@pytest.mark.parametrize("hook", [HOOK, "blocks.0.hook_resid_pre", LN])
+@pytest.mark.parametrize("hook", [HOOK, resid(0, "pre"), LN])
 def test_scale_zero_changes_nothing_exactly(model, inputs, hook, positions):
     v = torch.randn(32, generator=torch.Generator().manual_seed(1)) * 100
     with torch.no_grad():
@@ -373,7 +373,7 @@ def test_conditional_sweep_uses_each_rows_cell_vector(model, proc):
 # ---- experiment configs --------------------------------------------------------------------------------------
 
 def test_config_bad_input():
-    tiny = default_config("z1r_x_z1r", steps=5, d_model=16, d_mlp=32)
+    tiny = TrainConfig(process="z1r_x_z1r", steps=5, d_model=16, d_mlp=32)
     with pytest.raises(ValueError, match="vector must be one of"):
         SteeringConfig(tiny, vector="sideways")
     with pytest.raises(ValueError, match="n_sequences"):
@@ -391,7 +391,7 @@ def test_config_bad_input():
 def test_experiment_is_deterministic_and_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("SFP_ARTIFACTS", str(tmp_path))
     from sfp_nb.experiments import record_path, run_experiment
-    cfg = SteeringConfig(default_config("z1r_x_z1r", steps=20, d_model=16, d_mlp=32, seed=3), n_sequences=200,
+    cfg = SteeringConfig(TrainConfig(process="z1r_x_z1r", steps=20, d_model=16, d_mlp=32, seed=3), n_sequences=200,
                          scales=(0.0, 1.0), factors=(0,))
     first = run_experiment(steering_experiment, cfg)
     assert record_path(steering_experiment, cfg).exists()

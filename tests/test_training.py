@@ -5,9 +5,9 @@ import pytest
 import torch
 from sfp_nb import training
 from sfp_nb.core import artifact_dir, config_hash
-from sfp_nb.interventions import Steer
+from sfp_nb.interventions import resid, Steer
 from sfp_nb.processes import ProcessSpec, make_process, register_loss_mask
-from sfp_nb.training import (ArtifactError, RunOptions, TrainConfig, _masked_ce, build_model, default_config, evaluate,
+from sfp_nb.training import (ArtifactError, RunOptions, TrainConfig, _masked_ce, build_model, evaluate,
                              finetune_config, load_model, model_inputs, model_log_probs, train, train_or_load)
 
 TINY = TrainConfig(process="z1r", n_layers=1, d_model=32, n_heads=2, d_mlp=64, batch_size=64, steps=300, warmup_steps=20)
@@ -79,7 +79,7 @@ def test_bad_configs_raise_clear_errors():
     with pytest.raises(ValueError, match="normalization"): build_model(TrainConfig(normalization="BN"))
     with pytest.raises(ValueError, match="adapter_layer"): build_model(TrainConfig(trainable="adapter", adapter_layer=5))
     with pytest.raises(ValueError, match="KL penalty"): build_model(TrainConfig(kl_weight=0.5, init_from="0123456789ab"))
-    with pytest.raises(ValueError, match="Steer.kind"): Steer("blocks.0.hook_resid_pre", "shift", (1.0,))
+    with pytest.raises(ValueError, match="Steer.kind"): Steer(resid(0, "pre"), "shift", (1.0,))
 
 
 def test_optimal_loss_per_position_matches_word_probabilities():
@@ -93,13 +93,6 @@ def test_optimal_loss_per_position_matches_word_probabilities():
     cond = -np.diff(np.concatenate([np.zeros((64, 1)), logp], 1), axis=1)
     assert np.allclose(ev["optimal_loss_per_position"], cond.mean(0))
     assert np.isclose(ev["optimal_loss"], -process.log_prob(tokens).sum() / tokens.size)
-
-
-def test_default_config_is_budget_sized(monkeypatch):
-    monkeypatch.setenv("SFP_BUDGET", "full")
-    assert default_config("pp_z1r_sfp") == TrainConfig(process="pp_z1r_sfp")
-    monkeypatch.setenv("SFP_BUDGET", "smoke")
-    assert default_config("pp_z1r_sfp").steps < TrainConfig().steps
 
 
 def test_masked_loss_counts_only_kept_tokens():
@@ -145,7 +138,7 @@ def test_steering_during_training_changes_the_weights_but_not_the_evaluation_pat
     v = torch.randn(32, generator=torch.Generator().manual_seed(0))
     plain, _ = train_or_load(finetune_config(parent, "z1r", steps=10, lr=1e-3), QUIET)
     steered, rep = train_or_load(finetune_config(parent, "z1r", steps=10, lr=1e-3,
-                                                 steer=Steer.from_tensor("blocks.0.hook_resid_post", v, 2.0)), QUIET)
+                                                 steer=Steer.from_tensor(resid(0), v, 2.0)), QUIET)
     assert not all(torch.equal(a, b) for a, b in zip(plain.parameters(), steered.parameters()))
     assert all(len(hp.fwd_hooks) == 0 for hp in steered.hook_dict.values())  # no hook left on the saved model
     assert TrainConfig.from_dict(rep["config"]).steer.scale == 2.0
