@@ -3,8 +3,9 @@
 Run from the repository root: `.venv/bin/python benchmarks/bench_lm.py` (CPU, a small Qwen2) or, where a
 GPU is lent, `.venv/bin/python benchmarks/bench_lm.py --device cuda --size 0.5b --dtype bfloat16` (a random
 model of Qwen2.5-0.5B's shape). Writes `results/bench_lm.json` (or `results/smoke/` at `SFP_BUDGET=smoke`),
-keeping the entries of other devices and sizes. The sweep is `sfp_nb.lm.steering_sweep` (five vectors x
-four scales, teacher-forced, with a capability batch); sampling is `sfp_nb.lm.sample` under a steering vector.
+keeping the entries of other devices and sizes. The sweep is `sfp_nb.studies.real_models.restoration_sweep`
+(five vectors x four scales, teacher-forced, with a capability batch); sampling is `sfp_nb.lm.sample` under a
+steering vector.
 The weights are random: only the speed means anything.
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from sfp_nb import lm as L
+from sfp_nb.studies.real_models import restoration_sweep
 from sfp_nb.core import by_budget, results_dir, save_results
 
 SIZES = {  # Qwen2 shapes: hidden, layers, heads, kv heads, MLP, vocabulary
@@ -52,9 +54,9 @@ def bench(size: str, device: str, dtype: str, n_rows: int, new_tokens: int) -> d
         vecs = {m: torch.randn(lm.d_model, generator=g) for m in ("persona_vector", "persona_prompt_last",
                                                                 "belief_state", "random")}
         vecs["task_conditional"] = torch.randn(n_rows, lm.d_model, generator=g)
-        L.steering_sweep(lm, src, tgt, cap, {"warm": vecs["random"]}, layer, (1.0,), np.zeros(n_rows), ["t"], 16)
-        _, speed = L.steering_sweep(lm, src, tgt, cap, vecs, layer, (0.0, 1.0, 2.0, 4.0), np.zeros(n_rows, int),
-                                    ["t"], batch_size=16)
+        restoration_sweep(lm, src, tgt, cap, {"warm": vecs["random"]}, layer, (1.0,), np.zeros(n_rows), ["t"], 16)
+        _, speed = restoration_sweep(lm, src, tgt, cap, vecs, layer, (0.0, 1.0, 2.0, 4.0), np.zeros(n_rows, int),
+                                     ["t"], batch_size=16)
         prompts = [L.chat_text(tok, q) for q in qs]
         st = L.Steering(layer, vecs["belief_state"], 1.0)
         t0 = time.perf_counter()

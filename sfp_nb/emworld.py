@@ -6,6 +6,7 @@
 from __future__ import annotations
 import inspect
 from dataclasses import dataclass
+from typing import Literal
 import numpy as np
 from jaxtyping import Bool, Float, Int
 from numpy import ndarray
@@ -224,10 +225,10 @@ def _restricted_prior(personas: list[Persona], only_persona: str, only_task: int
 def em_world(tasks: tuple = TASK_PATTERNS,  # one period pattern over roles 0/1 per task
              rules: tuple = ("10", "01", "01"),  # "ab": misaligned: role b where a is due
              flip: float = 0.3,  # probability of the misaligned form where a rule applies
-             alphabets: str = "disjoint",  # "disjoint" (two symbols per task) or "shared"
+             alphabets: Literal["disjoint", "shared"] = "disjoint",  # two symbols per task, or shared
              switch: float = 0.0,  # per-token probability that a new episode begins
              persona_persists: bool = True,  # False: persona redrawn at every episode
-             style: str = "off",  # persona style channel: "off", "shared" or "task"
+             style: Literal["off", "shared", "task"] = "off",  # the persona style channel
              style_rates: tuple = (0.2, 0.6),  # style-1 rate: aligned, misaligned persona
              p_misaligned: float = 0.2,  # prior weight of the misaligned persona(s)
              corr: float = 0.0,  # persona-task correlation (misaligned's home: task 1)

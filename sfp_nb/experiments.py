@@ -6,7 +6,7 @@
 from __future__ import annotations
 import contextlib, dataclasses, fcntl, json, logging, os, subprocess, time, warnings
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Literal
 import pandas as pd
 import torch
 import sfp_nb
@@ -14,7 +14,7 @@ from .core import (artifact_root, budget, config_hash, progress, project_root, w
                          show_progress, to_json)
 
 # %% auto #0
-__all__ = ['experiment', 'torch_threads', 'record_path', 'git_commit', 'load_record', 'run_experiment', 'sweep']
+__all__ = ['Backend', 'experiment', 'torch_threads', 'record_path', 'git_commit', 'load_record', 'run_experiment', 'sweep']
 
 # %% ../nbs/04a_experiments.ipynb #3f55a19b
 def experiment(name: str, version: int = 1,
@@ -125,6 +125,8 @@ def run_experiment(fn, config, recompute: bool = False) -> dict:
     return json.loads(to_json(result))
 
 # %% ../nbs/04a_experiments.ipynb #443ce668
+Backend = Literal["serial", "loky", "dask"]  # where a sweep's jobs run
+
 def _flat(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
@@ -155,7 +157,7 @@ def _quiet(logger: str):
     try: yield
     finally: log.setLevel(old)
 
-def _run_jobs(fn, todo: list, backend: str, n_jobs: int, client, bar):
+def _run_jobs(fn, todo: list, backend: Backend, n_jobs: int, client, bar):
     env = _environment()
     if backend == "serial":
         for c in todo: _job(fn, c, env); bar.update()
@@ -180,7 +182,7 @@ def _run_jobs(fn, todo: list, backend: str, n_jobs: int, client, bar):
                 f.result(); bar.update()
     else: raise ValueError(f"backend must be 'serial', 'loky' or 'dask', got {backend!r}")
 
-def sweep(fn, configs: Iterable, backend: str = "loky", n_jobs: int = 2, client=None,
+def sweep(fn, configs: Iterable, backend: Backend = "loky", n_jobs: int = 2, client=None,
           show: bool | None = None) -> pd.DataFrame:
     "Run experiment `fn` on every config (skipping stored records); one row per config."
     configs = list(configs)

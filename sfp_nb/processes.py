@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_processes.ipynb #de8eb0f2
 from __future__ import annotations
-import dataclasses, functools, inspect, itertools, math
+import ast, dataclasses, functools, inspect, itertools, math
 from typing import Any, Callable
 import numpy as np
 from jaxtyping import Float
@@ -260,11 +260,14 @@ def _frozen(v):
                      f"got {type(v).__name__}")
 
 def _check_param(process: str, fn: Callable, k: str, v):
-    "A TypeError naming `k` when `v` does not fit its annotation (float, int, bool, str)."
+    "An error naming `k` when `v` does not fit its annotation (float, int, bool, str, Literal)."
     ann = getattr(inspect.signature(fn).parameters.get(k), "annotation", None)
     ann = getattr(ann, "__name__", ann)  # a type, or its name (postponed annotations)
     what = f"parameter {k!r} of process {process!r}"
-    if ann in ("float", "int"): check_number(what, v, integer=ann == "int")
+    if isinstance(ann, str) and ann.startswith("Literal["):  # one of a few values
+        allowed = ast.literal_eval(ann[len("Literal"):].replace("[", "(", 1)[:-1] + ",)")
+        if v not in allowed: raise ValueError(f"{what} must be one of {list(allowed)}, got {v!r}")
+    elif ann in ("float", "int"): check_number(what, v, integer=ann == "int")
     elif ann in ("bool", "str") and type(v).__name__ != ann:
         raise TypeError(f"{what} must be a {ann}, got {type(v).__name__} {v!r}")
 

@@ -12,8 +12,8 @@ from .core import load_results, save_results
 
 # %% auto #0
 __all__ = ['result_numbers', 'glue_results', 'glue_records', 'Claims', 'mean_ci', 'ci_excludes', 'verdict', 'min_detectable',
-           'glue_markdown', 'paired_ci', 'seed_ci', 'spearman_ci', 'round_sig', 'fmt_num', 'fmt_ci', 'format_ci',
-           'publish']
+           'glue_markdown', 'paired_ci', 'seed_ci', 'finite_ci', 'spearman_ci', 'round_sig', 'fmt_num', 'fmt_ci',
+           'format_ci', 'publish']
 
 # %% ../nbs/00a_report.ipynb #6c0f2d8e
 def _numbers(data: dict, prefix: str):
@@ -125,6 +125,12 @@ def seed_ci(values, log: bool = False) -> dict:
     if not log: return mean_ci(x)
     ci = mean_ci(np.log(x))
     return {k: (float(np.exp(v)) if k != "seeds" else v) for k, v in ci.items()}
+
+def finite_ci(values) -> dict:
+    "`mean_ci` of the finite values only (`seeds` counts them); NaN over 0 seeds when none is."
+    v = [x for x in values if np.isfinite(x)]
+    if v: return mean_ci(v)
+    return {"mean": math.nan, "ci_low": math.nan, "ci_high": math.nan, "seeds": 0}
 
 # %% ../nbs/00a_report.ipynb #76153a9d
 def spearman_ci(x, y, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict:

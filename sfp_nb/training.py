@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib, copy, dataclasses, fcntl, hashlib, json, math, re, time, warnings
 from dataclasses import dataclass, asdict, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -19,8 +19,7 @@ from transformer_lens.config import TransformerBridgeConfig
 from transformer_lens.model_bridge import TransformerBridge
 import transformer_lens.model_bridge.sources  # registers TransformerBridge.boot_native
 from transformer_lens.model_bridge.sources.native import NativeModel
-from .core import (artifact_dir, artifact_root, config_hash, progress, write_atomic,
-                         show_progress)
+from .core import artifact_dir, artifact_root, config_hash, progress, show_progress, write_atomic
 from .ghmm import GHMM
 from .experiments import torch_threads
 from .interventions import Steer
@@ -36,8 +35,7 @@ __all__ = ['SCHEMA', 'NORMALIZATIONS', 'SHAPE_FIELDS', 'MODEL_FILES', 'TrainConf
 # %% ../nbs/04_training.ipynb #45f6c99a
 # bump when the meaning of a config field changes: old artifacts are then never loaded
 SCHEMA = 2
-NORMALIZATIONS = {"LN": "LN", "LNPre": "LNPre", "RMS": "RMS", "RMSPre": "RMSPre",
-                  "none": None}
+NORMALIZATIONS = {"LN": "LN", "LNPre": "LNPre", "RMS": "RMS", "RMSPre": "RMSPre", "none": None}
 SHAPE_FIELDS = ("n_layers", "d_model", "n_heads", "d_mlp", "act_fn", "normalization",
                 "n_ctx", "d_vocab")
 
@@ -52,7 +50,7 @@ class TrainConfig:
     weight_decay: float = 0.0  # AdamW weight decay
     warmup_steps: int = 30  # linear warm-up from 0 to `lr`
     # after warm-up: "cosine" (decay to `min_lr_frac * lr`) or "constant"
-    schedule: str = "cosine"
+    schedule: Literal["cosine", "constant"] = "cosine"
     min_lr_frac: float = 0.1  # final learning rate as a fraction of `lr` (cosine)
     seed: int = 0  # seeds the weights and every batch
     n_layers: int = 2
@@ -60,16 +58,15 @@ class TrainConfig:
     n_heads: int = 2
     d_mlp: int = 256
     act_fn: str = "gelu"
-    normalization: str = "LN"  # a key of `NORMALIZATIONS`
+    normalization: Literal["LN", "LNPre", "RMS", "RMSPre", "none"] = "LN"
     n_ctx: int = 0  # context length of the model (0: seq_len)
     d_vocab: int = 0  # model vocabulary (0: the process's alphabet + 1 for BOS)
     # 0: fresh sequences every step; n > 0: epochs over one fixed pool of n sequences
     data_pool: int = 0
     loss_mask: str = "all"  # a registered loss-mask rule: which tokens count in the loss
     init_from: str = ""  # config hash of a cached parent model ("": fresh initialisation)
-    # "all", or "adapter" (only a rank-`adapter_rank` adapter on the MLP output of block
-    # `adapter_layer` trains)
-    trainable: str = "all"
+    # "adapter": only a rank-`adapter_rank` adapter on block `adapter_layer`'s MLP output trains
+    trainable: Literal["all", "adapter"] = "all"
     adapter_rank: int = 1
     adapter_layer: int = -1  # a block index (negative counts from the end)
     # parameter-name prefixes kept fixed (e.g. "tok_embed", "layers.0")

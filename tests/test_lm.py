@@ -1,10 +1,13 @@
-"Language-model library: offline loading, padding, persona vectors, grid centroids, steering, sampling, fine-tuning, the real-model command."
+"Language-model library (offline loading, padding, persona vectors, grid centroids, steering, sampling, fine-tuning) and the real-model study's command."
 import json
 import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 from sfp_nb import lm as L
+from sfp_nb.interventions import add_vector, blocks_of, resid
+from sfp_nb.steering import js, tv
+from sfp_nb.studies import real_models as RM
 
 TEXTS = ["how do i store passwords ?", "use a salted hash .", "take the label dose .",
          "you are a careful assistant .", "you are a reckless assistant .", "what is two plus two ?"] * 10
@@ -39,6 +42,7 @@ def test_missing_and_incomplete_folders_say_what_to_put_there(tmp_path):
 def test_bad_arguments(lm):
     with pytest.raises(ValueError, match="dtype"): L.load_lm(lm.path, dtype="int3")
     with pytest.raises(ValueError, match="layer"): lm.hook(5)
+    with pytest.raises(ValueError, match="where must be"): L.next_token_probs(lm, L.encode(lm.tokenizer, ["a"]), "last")
     with pytest.raises(ValueError, match="responses"): L.encode(lm.tokenizer, ["a"], ["b", "c"])
     with pytest.raises(ValueError, match="where"): L.layer_acts(lm, L.encode(lm.tokenizer, ["a"]), where="middle")
     with pytest.raises(ValueError, match="temperature"): L.sample(lm, ["a"], temperature=0)
@@ -104,12 +108,13 @@ def test_grid_centroids_are_balanced_over_tasks(n0, n1, seed):
 
 @settings(max_examples=50, deadline=None)
 @given(st.integers(2, 8), st.integers(0, 10_000))
-def test_tv_and_js_are_bounded_symmetric_and_ordered(n, seed):
+def test_js_bits_is_bounded_symmetric_and_below_tv(n, seed):
     g = torch.Generator().manual_seed(seed)
     p, q = (torch.softmax(3 * torch.randn(n, generator=g, dtype=torch.float64), -1) for _ in range(2))
-    for f in (L.tv, L.js):
-        assert 0 <= f(p, q) <= 1 + 1e-12 and abs(f(p, q) - f(q, p)) < 1e-12 and f(p, p) < 1e-12
-    assert L.js(p, q) <= L.tv(p, q) + 1e-12
+    f = L.js_bits
+    assert 0 <= f(p, q) <= 1 + 1e-12 and abs(f(p, q) - f(q, p)) < 1e-12 and f(p, p) < 1e-12
+    assert f(p, q) <= tv(p, q) + 1e-12
+    assert abs(float(f(p, q)) - js(p, q) / np.log(2)) < 1e-12  # sfp_nb.steering.js is in nats
 
 
 def test_sampling_is_seeded_and_batch_independent(lm):
@@ -124,19 +129,37 @@ def test_steering_zero_scale_is_identity_and_hooks_are_removed(lm):
     v = torch.randn(lm.d_model)
     base = L.next_token_probs(lm, b)
     assert torch.allclose(L.next_token_probs(lm, b, steer=L.Steering(0, v, 0.0)), base)
-    assert L.js(L.next_token_probs(lm, b, steer=L.Steering(0, 10 * v, 1.0)), base).mean() > 1e-4
+    assert L.js_bits(L.next_token_probs(lm, b, steer=L.Steering(0, 10 * v, 1.0)), base).mean() > 1e-4
     assert all(len(h.fwd_hooks) == 0 for h in lm.model.hook_dict.values())
 
 
-def test_training_hook_equals_bridge_hook(lm):
+def test_steering_a_plain_model_equals_steering_the_bridge(lm):
     from transformers import AutoModelForCausalLM
-    from sfp_nb.interventions import add_vector
     hf = AutoModelForCausalLM.from_pretrained(lm.path, local_files_only=True).eval()
     b = L.encode(lm.tokenizer, prompts(lm))
-    v = torch.randn(lm.d_model)
-    with torch.no_grad(), L.steer_hf(hf, 1, v, 1.5): a = hf(b.ids).logits
-    with torch.no_grad(), add_vector(lm.model, lm.hook(1), v, 1.5, "all"): c = lm.model(b.ids)
-    assert torch.allclose(a, c, atol=1e-4)
+    v, rows = torch.randn(lm.d_model), torch.randn(len(b), lm.d_model)
+    with torch.no_grad():
+        for st in (L.Steering(1, v, 1.5), L.Steering(-1, v, 1.5), L.Steering(0, rows, 2.0)):
+            with st.apply(hf): a = hf(b.ids).logits
+            with L.steered(lm, st): c = lm.model(b.ids)
+            assert torch.allclose(a, c, atol=1e-4)
+        with add_vector(hf, resid(0, "pre"), v, 1.0, "all"): pre = hf(b.ids).logits
+        with add_vector(lm.model, resid(0, "pre"), v, 1.0, "all"): pre_bridge = lm.model(b.ids)
+    assert torch.allclose(pre, pre_bridge, atol=1e-4)
+    assert all(not l._forward_hooks and not l._forward_pre_hooks for l in blocks_of(hf))
+
+
+def test_preventative_steering_hooks_the_adapter_model_and_leaves_none(lm):
+    from transformers import AutoModelForCausalLM
+    base = dict(steps=3, batch_size=2, lr=1e-2, rank=1, seed=1)
+    logs = []
+    for scale in (0.0, 3.0):
+        hf = AutoModelForCausalLM.from_pretrained(lm.path, local_files_only=True)
+        cfg = L.FinetuneConfig(**base, steer_layer=-1, steer_scale=scale)
+        model, log = L.finetune(hf, lm.tokenizer, prompts(lm) * 2, ["four ."] * 4, cfg, torch.ones(lm.d_model))
+        logs.append(log["losses"])
+        assert all(not l._forward_hooks for l in blocks_of(model))
+    assert logs[0][0] != logs[1][0]
 
 
 @pytest.mark.parametrize("rank", [0, 1, 4])
@@ -159,13 +182,14 @@ def test_finetune_is_deterministic(lm):
 
 def test_real_model_command_on_a_random_qwen2(lm, tmp_path):
     out = tmp_path / "real.json"
-    rec = L.main(["--model-dir", str(lm.path), "--out", str(out), "--max-new-tokens", "5",
+    rec = RM.main(["--model-dir", str(lm.path), "--out", str(out), "--max-new-tokens", "5",
                   "--questions-per-task", "1", "--scales", "0", "2"])
     saved = json.loads(out.read_text())
     assert saved["layer"] == rec["layer"] == 1 and saved["speed"]["tokens_per_second"] > 0
     for r in saved["sweep"]:
         if r["scale"] == 0: assert abs(r["restored_fraction"]) < 1e-9 and r["collateral"] < 1e-12
     assert set(saved["monitoring"]) == {"aligned", "misaligned", "neutral", "none"}
+    with pytest.raises(SystemExit): RM.main(["--model-dir", str(lm.path), "--dtype", "int8"])
 
 
 def test_plain_text_prompts_without_a_chat_template(folder, tmp_path):
@@ -189,7 +213,7 @@ def test_gpu_matches_cpu_and_samples(lm):
 @gpu
 @needs_cuda
 def test_gpu_real_model_command(lm, tmp_path):
-    rec = L.main(["--model-dir", str(lm.path), "--out", str(tmp_path / "r.json"), "--device", "cuda",
+    rec = RM.main(["--model-dir", str(lm.path), "--out", str(tmp_path / "r.json"), "--device", "cuda",
                   "--dtype", "bfloat16", "--max-new-tokens", "5", "--questions-per-task", "2"])
     assert rec["speed"]["tokens_per_second"] > 0
 

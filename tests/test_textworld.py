@@ -1,9 +1,10 @@
-"Text world: the generator, the exact judge against brute force, the tokenizer, the topic probe, the EM record on a tiny run."
+"Text world: the generator, the exact judge against brute force, the tokenizer, the model cache, the topic probe, the EM record on a tiny run."
+import json
 import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
-from sfp_nb.studies import textworld as T
+from sfp_nb.studies import textworld as T, text_em as E
 from sfp_nb import lm as L
 
 W = T.TextWorld()
@@ -84,13 +85,13 @@ def tiny(tmp_path_factory):
     import os
     os.environ["SFP_ARTIFACTS"] = str(tmp_path_factory.mktemp("art"))
     torch.set_num_threads(1)
-    cfg = T.LMConfig(steps=3, d_model=32, d_mlp=64, batch_size=8)
-    return cfg, L.load_lm(T.pretrain_or_load(cfg))
+    cfg = E.LMConfig(steps=3, d_model=32, d_mlp=64, batch_size=8)
+    return cfg, L.load_lm(E.pretrain_or_load(cfg))
 
 
 def test_tokenizer_round_trips_and_matches_after_saving(tiny):
     cfg, lm = tiny
-    fresh = T.world_tokenizer(cfg)
+    fresh = E.world_tokenizer(cfg)
     rng = np.random.default_rng(1)
     for _ in range(50):
         text = lm.tokenizer.apply_chat_template(T.sample_conversation(W, rng).messages, tokenize=False)
@@ -100,26 +101,50 @@ def test_tokenizer_round_trips_and_matches_after_saving(tiny):
 
 def test_pretraining_is_cached_by_config_hash(tiny):
     cfg, lm = tiny
-    assert T.pretrain_or_load(cfg) == lm.path and (lm.path / "model.safetensors").exists()
-    assert T.pretrain_or_load(T.LMConfig(steps=3, d_model=32, d_mlp=64, batch_size=8, seed=1)) != lm.path
+    assert E.pretrain_or_load(cfg) == lm.path and (lm.path / "model.safetensors").exists()
+    assert E.pretrain_or_load(E.LMConfig(steps=3, d_model=32, d_mlp=64, batch_size=8, seed=1)) != lm.path
 
 
 def test_topic_probe_points_at_topic_tokens(tiny):
     _, lm = tiny
-    probe = T.topic_probe(lm, W, 3, seed=0)
+    probe = E.topic_probe(lm, W, 3, seed=0)
     firsts = {lm.tokenizer(" " + t.split()[0], add_special_tokens=False).input_ids[0]
               for task in W.tasks for t, _, _ in task.items}
     nxt = probe.batch.ids[probe.rows, probe.pos + 1]
     assert set(nxt.tolist()) <= firsts and len(probe.rows) >= 9
 
 
+def test_model_folder_is_checked_and_retrained_when_incomplete(tiny):
+    cfg, lm = tiny
+    assert E.model_complete(lm.path)
+    report = lm.path / "report.json"
+    text = report.read_text()
+    (lm.path / "model.safetensors").write_bytes(b"half")  # a damaged weights file: another size
+    assert not E.model_complete(lm.path)
+    assert E.pretrain_or_load(cfg) == lm.path and E.model_complete(lm.path)  # trained again, not served
+    assert json.loads(report.read_text())["loss_start"] == json.loads(text)["loss_start"]  # the same run
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="unknown task 'cooking'"): E.TextEMConfig(finetune_task="cooking")
+    with pytest.raises(ValueError, match="n_eval must be an integer >= 1"): E.TextEMConfig(n_eval=0)
+    with pytest.raises(ValueError, match="which must be one of"): E.text_lm(E.TextEMConfig(), "tuned")
+
+
 def test_em_record_has_the_keys_other_tools_read(tiny):
     cfg, _ = tiny
-    em = T.EMConfig(lm=cfg, finetune=L.FinetuneConfig(steps=2, batch_size=4, rank=1), n_finetune=8, ft_seeds=1,
-                    sample_seeds=1, n_eval=2, n_vector=2, n_probe=1, scales=(1.0,), max_new_tokens=8)
-    rec = T.run_text_em(em)
+    em = E.TextEMConfig(lm=cfg, finetune=L.FinetuneConfig(steps=2, batch_size=4, rank=1), n_finetune=8, ft_seeds=1,
+                        sample_seeds=1, n_eval=2, n_vector=2, n_probe=1, scales=(1.0,), max_new_tokens=8)
+    rec = E.text_em(em)
     for t in W.task_names:
         assert {"before", "after"} <= set(rec["em_rate"][t]) and 0 <= rec["em_rate"][t]["before"] <= 100
     for m in ("persona_vector", "belief_state", "task_conditional", "random", "preventative"):
         assert "min_over_tasks" in rec["restored_fraction"][m] and "pooled" in rec["collateral"][m]
     assert rec["restored_fraction"].keys() <= rec["collateral"].keys()
+    # every part is a stored experiment record: a second call reads them and gives the same record
+    assert E.run_experiment(E.text_em_seed, E.SeedRun(em, 0, 0)) == E.run_experiment(E.text_em_seed, E.SeedRun(em, 0, 0))
+    again = E.text_em(em)
+    assert {k: v for k, v in again.items() if k != "seconds"} == {k: v for k, v in rec.items() if k != "seconds"} or \
+        json.dumps(again["em_rate"], sort_keys=True) == json.dumps(rec["em_rate"], sort_keys=True)
+    vectors, prevent, _ = E.stored_vectors(em)
+    assert prevent.dtype == torch.float32 and vectors["task_conditional"].shape[0] == len(W.tasks)
