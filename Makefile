@@ -55,7 +55,7 @@ bench: export
 # The complete persona-engineering grid (chapters 15-16), resumable; on Dask:
 # make sweep SWEEP_ARGS="--backend dask --jobs 16" (or --client tcp://scheduler:8786).
 sweep: export
-	SFP_BUDGET=full $(BIN)/python -m sfp_nb.studies.engineering $(SWEEP_ARGS)
+	$(BIN)/python -m sfp_nb.studies.diagnostic --budget full $(SWEEP_ARGS)
 
 clean:
 	rm -rf _build _book

@@ -5,7 +5,7 @@
 # %% ../nbs/03b_interventions.ipynb #8c98276f
 from __future__ import annotations
 import dataclasses, difflib, math, re
-from contextlib import contextmanager, ExitStack
+from contextlib import contextmanager
 from typing import Callable, Iterator, Literal
 import numpy as np
 import torch

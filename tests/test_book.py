@@ -18,15 +18,16 @@ def test_directives_become_tags():
     assert prepare_book.stage_cell(md) == md
 
 def test_every_notebook_stages_without_directives(tmp_path):
-    for nb in sorted((ROOT / "nbs").glob("[!_]*.ipynb")):
+    for nb in prepare_book.notebooks():
         prepare_book.stage_notebook(nb, tmp_path / nb.name)
         cells = json.loads((tmp_path / nb.name).read_text())["cells"]
         assert not any("#|" in "".join(c["source"]) for c in cells if c["cell_type"] == "code"), nb.name
 
 def test_toc_lists_every_notebook():
     toc = (ROOT / "_toc.yml").read_text()
-    for nb in (ROOT / "nbs").glob("[!_]*.ipynb"):
-        assert f"nbs/{nb.stem}" in toc, f"{nb.name} is missing from _toc.yml"
+    for nb in prepare_book.notebooks():
+        page = nb.relative_to(ROOT).with_suffix("").as_posix()
+        assert f"file: {page}\n" in toc, f"{page} is missing from _toc.yml"
 
 
 def test_ci_builds_the_book_first_from_nothing():

@@ -8,6 +8,7 @@ from sfp_nb.studies.em import (EMConfig, OracleModel, at_damage, classify, coher
                        em_replication, eval_set, finetune_spec, fit_lambda, generalisation_ratio, model_probs,
                        pretrain_config, reference_spec, sampled_rates)
 from sfp_nb.core import config_hash
+from sfp_nb.experiments import run_experiment
 from sfp_nb.processes import ProcessSpec, make_process
 
 LITERAL = ProcessSpec("em_world")
@@ -128,7 +129,7 @@ def test_replication_does_not_depend_on_the_callers_threads(tmp_path, monkeypatc
         for threads in (1, 2):
             monkeypatch.setenv("SFP_ARTIFACTS", str(tmp_path / f"t{threads}"))
             torch.set_num_threads(threads)
-            out.append(em_replication(cfg))
+            out.append(run_experiment(em_replication, cfg))  # @experiment's one thread
             assert torch.get_num_threads() == threads  # restored afterwards
     finally:
         torch.set_num_threads(old)

@@ -10,7 +10,7 @@ from sfp_nb.studies.em_controls import (AsymmetryConfig, ControlConfig, InContex
                                 adapter_grads, control_finetune_config, control_sets, dose_spec,
                                 em_belief_classes, em_control, em_in_context,
                                 em_steering_asymmetry, episodes, half_rise, readings,
-                                segment_lambda, shows_form, world_with, ProbeConfig,
+                                segment_lambda, shows_form, world_with, DoseProbeConfig,
                                 em_probe_dose, fit_ridge_probe)
 from sfp_nb.emworld import em_layout, sample_paths
 from sfp_nb.processes import ProcessSpec, make_process
@@ -138,7 +138,7 @@ def test_ridge_probe_tends_to_least_squares_and_stays_bounded_on_collinear_featu
 
 def test_probe_dose_reads_cached_dose_models(tmp_path, monkeypatch):
     monkeypatch.setenv("SFP_ARTIFACTS", str(tmp_path))
-    cfg = ProbeConfig(em=EMConfig(world=SHARED, **TINY), doses=[0.0, 1.0], n=64)
+    cfg = DoseProbeConfig(em=EMConfig(world=SHARED, **TINY), doses=[0.0, 1.0], n=64)
     assert cfg.doses == (0.0, 1.0)
     rec = em_probe_dose(cfg)
     assert set(rec["after"]) == {"0", "1"} and set(rec["before"]) == {"T1", "T2", "T3"}

@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
-from sfp_nb.studies.em import EMConfig
-from sfp_nb.studies.engineering import (BASELINE, KNOBS, EngConfig, belief_mi, engineering_run, grid_configs,
-                                is_improvement, label_task_joint, main, measures, pareto_front,
+from sfp_nb.report import spearman_ci
+from sfp_nb.studies.em import EMConfig, task_marginal
+from sfp_nb.studies.engineering import (BASELINE, GRID_SIZES, KNOBS, EngConfig, belief_mi, engineering_run,
+                                grid_configs, is_improvement, label_task_joint, measures, pareto_front,
                                 probe_geometry, settings, unique_worlds, world_spec)
-from sfp_nb.studies.diagnostic import fit_threshold, form_prob, loo_accuracy, spearman_ci, spillover_run, task_marginal
+from sfp_nb.studies.diagnostic import fit_threshold, form_prob, loo_accuracy, main, spillover_run
 from sfp_nb.processes import ProcessSpec, make_process
 
 TINY = dict(pretrain_steps=20, ft_steps=4, eval_every=2, n_eval=32, n_samples=0)
@@ -33,7 +34,7 @@ def test_world_spec_rejects_bad_levels():
 
 
 def test_configs_round_trip_through_json():
-    cfg = grid_configs(["mix=0.2"], [3])[0]
+    cfg = grid_configs(["mix=0.2"], [3], GRID_SIZES["smoke"])[0]
     back = EngConfig(**json.loads(json.dumps({**cfg.__dict__, "em": {**cfg.em.__dict__, "world": cfg.em.world.to_dict()}})))
     assert back == cfg and back.em.seed == 3
 
@@ -126,7 +127,7 @@ def test_a_tiny_run_is_deterministic_and_the_sweep_command_records_its_time(tmp_
     assert a == b and 0 <= a["fidelity"] <= 1 and 0 <= a["angle"] <= 90
     s = spillover_run(cfg)
     assert 0 <= s["persona_spill"] <= 1 and 0 <= s["task_spill"] <= 1 and s == spillover_run(cfg)
-    est = main(["--estimate", "--settings", "baseline"])
+    est = main(["--budget", "smoke", "--estimate", "--settings", "baseline"])
     assert est["missing"] == 1 and est["computed"] == 0
     assert not (tmp_path / "results" / "smoke" / "bench_sweep.json").exists()
 
@@ -138,14 +139,14 @@ def test_the_sweep_command_runs_and_keeps_other_benchmark_keys(tmp_path, monkeyp
     bench = tmp_path / "results" / "smoke" / "bench_sweep.json"
     bench.parent.mkdir(parents=True)
     bench.write_text(json.dumps({"budget": "smoke", "loky": {"models_per_hour": 1.0}}))
-    out = main(["--backend", "serial", "--settings", "baseline"])
+    out = main(["--budget", "smoke", "--backend", "serial", "--settings", "baseline"])
     assert out["computed"] == 1 and out["configs"] == 1 and out["wall_seconds"] > 0
     saved = json.loads(bench.read_text())
     assert saved["loky"] == {"models_per_hour": 1.0} and saved["engineering_grid"]["computed"] == 1
-    again = main(["--backend", "serial", "--settings", "baseline"])  # resumable: nothing left to run
+    again = main(["--budget", "smoke", "--backend", "serial", "--settings", "baseline"])  # resumable: nothing left to run
     assert again["computed"] == 0 and again["missing"] == 0
     assert json.loads(bench.read_text())["engineering_grid"]["computed"] == 1  # the record is kept
-    est = main(["--estimate", "--settings", "baseline"])  # an estimate has a key of its own
+    est = main(["--budget", "smoke", "--estimate", "--settings", "baseline"])  # an estimate has a key of its own
     saved = json.loads(bench.read_text())
     assert est["stored"] == 1 and saved["engineering_grid_estimate"]["computed"] == 0
     assert saved["engineering_grid"]["computed"] == 1 and saved["loky"] == {"models_per_hour": 1.0}

@@ -6,14 +6,14 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from sfp_nb.studies.em import EMConfig, OracleModel, eval_set, model_probs
+from sfp_nb.studies.em import EMConfig, OracleModel, eval_set, model_probs, task_marginal
 from sfp_nb.emworld import sample_paths
 from sfp_nb.probing import Probe
 from sfp_nb.processes import ProcessSpec, make_process
 from sfp_nb.studies.reversal import (HEADER_WORLD, InoculationConfig, PreventionConfig, RealignConfig,
-                             ReversalConfig, at_level, belief_vectors, choose, conditional_steer,
-                             kl_rows, neutral_positions, over_seeds, persona_cells, restored,
-                             steer, summarize, task_marginal)
+                             ReversalConfig, at_level, centroid_vectors, choose, conditional_steer,
+                             kl_rows, neutral_positions, persona_cells, restoration_over_seeds,
+                             restored, reversal_summary, steer)
 from sfp_nb.training import TrainConfig, build_model, model_inputs
 from sfp_nb.interventions import add_vector
 
@@ -44,11 +44,11 @@ def test_task_marginal_sums_to_one(world):
     q = model_probs(OracleModel(ev.process), ev)
     assert np.allclose(task_marginal(q, ev.process).sum(-1), 1)
 
-def test_summarize_oracles():
+def test_reversal_summary_oracles():
     ev = eval_set(SHARED, n=64, seed=2)
     q_opt = model_probs(OracleModel(ev.process), ev)
     q_al = model_probs(OracleModel(ev.process, "aligned"), ev)
-    out = summarize(q_al, ev, q_opt, q_opt)
+    out = reversal_summary(q_al, ev, q_opt, q_opt)
     for T in out:
         assert abs(out[T]["lambda"]) < 1e-6 and abs(out[T]["collateral"]) < 1e-9
         assert abs(out[T]["spillover"]) < 1e-9
@@ -69,12 +69,12 @@ def test_at_level_and_choose():
                         for a, r, c in ((0.1, 0.5, 0.001), (0.2, 0.8, 0.002), (0.4, 1.0, 0.5))])
     assert choose(toy) == {"hook": "h", "strength": 0.2}
 
-def test_over_seeds_shape():
+def test_restoration_over_seeds_shape():
     rows = pd.DataFrame([{"R_T1": x, "R_T2": x, "R_T3": x, "R_min_over_tasks": x,
                           "Rown_T1": x, "Rown_T2": x, "Rown_T3": x, "Rown_min_over_tasks": x,
                           "collateral_T1": 0.1, "collateral_T2": 0.2, "collateral_T3": 0.3,
                           "competence_kept": 1.0} for x in (0.5, 0.7, 0.9)])
-    out = over_seeds(rows)
+    out = restoration_over_seeds(rows)
     assert np.isclose(out["restored_fraction"]["min_over_tasks"]["mean"], 0.7)
     assert np.isclose(out["collateral"]["max_over_tasks"]["mean"], 0.3)
     assert set(out["collateral"]["T1"]) >= {"mean", "ci_low", "ci_high"}
@@ -94,9 +94,9 @@ def test_persona_cells_rejects_mismatched_shapes(world):
     with pytest.raises(ValueError, match="differ in shape"):
         persona_cells(world, toks, states[:, :-1])
 
-def test_belief_vectors_planted(cells):
+def test_centroid_vectors_planted(cells):
     u = np.random.default_rng(0).normal(size=6)
-    bv = belief_vectors(cells.posterior[..., None] * u, cells)
+    bv = centroid_vectors(cells.posterior[..., None] * u, cells)
     cos = lambda a: float(a @ u / np.linalg.norm(a) / np.linalg.norm(u))
     assert np.isclose(cos(bv["pooled"].numpy()), -1, atol=1e-5)
     assert all(np.isclose(cos(v.numpy()), -1, atol=1e-5) for v in bv["per_task"])

@@ -1,4 +1,4 @@
-"""Stage the book in `_book/`: copy `_config.yml`, `_toc.yml`, `references.bib`, `_static/` and the notebooks, turning nbdev directives into cell tags.
+"""Stage the book in `_book/`: copy `_config.yml`, `_toc.yml`, `references.bib`, `_static/` and the notebooks (keeping their folders), turning nbdev directives into cell tags.
 
 Jupyter Book renders `#|` comments verbatim, so each directive line is removed from the copy and
 its meaning kept as a tag: `#| hide` -> `remove-cell`, `#| echo: false` -> `remove-input`,
@@ -34,14 +34,20 @@ def stage_notebook(src: Path, dst: Path) -> None:
     dst.write_text(json.dumps(nb, indent=1))
 
 
+def notebooks() -> list[Path]:
+    "The book's notebooks: `nbs/` and its wings (`library/`, `studies/`), without scratch (`_*`, `.*`)."
+    return [nb for nb in sorted((ROOT / "nbs").rglob("*.ipynb"))
+            if not any(part.startswith(("_", ".")) for part in nb.relative_to(ROOT / "nbs").parts)]
+
+
 def main() -> None:
     if STAGE.exists(): shutil.rmtree(STAGE)
     STAGE.mkdir()
     for name in ("_config.yml", "_toc.yml", "references.bib"): shutil.copy(ROOT / name, STAGE / name)
     shutil.copytree(ROOT / "_static", STAGE / "_static")  # page CSS (Sphinx's html_static_path)
-    for nb in sorted((ROOT / "nbs").glob("[!_]*.ipynb")):
-        stage_notebook(nb, STAGE / "nbs" / nb.name)
-    print(f"staged {len(list((STAGE / 'nbs').glob('*.ipynb')))} notebooks in {STAGE}")
+    books = notebooks()
+    for nb in books: stage_notebook(nb, STAGE / nb.relative_to(ROOT))
+    print(f"staged {len(books)} notebooks in {STAGE}")
 
 
 if __name__ == "__main__":

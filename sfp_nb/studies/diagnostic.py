@@ -4,34 +4,30 @@
 
 # %% ../../nbs/16_diagnostic.ipynb #7fc19783
 from __future__ import annotations
-import math
+import argparse, json, math, os, sys, time
 import numpy as np
 import torch
 from jaxtyping import Bool, Float, Int
 from numpy import ndarray
-from scipy import stats
 from ..beliefs import factor_beliefs
-from .em import _forms, content_probs, eval_set, one_thread, pretrain_config
-from .em import reference_spec
+from ..core import BUDGETS
+from .em import (content_probs, eval_set, misaligned_forms, pretrain_config,
+                               reference_spec, task_marginal)
 from ..emworld import em_layout, persona_posterior, sector_next_probs
-from ..experiments import experiment
+from ..experiments import experiment, load_record, sweep
 from ..ghmm import GHMM
 from ..interventions import collect_activations
 from ..processes import make_process
 from ..steering import probe_directions, readout_head, token_probs, tv
 from ..training import RunOptions, model_inputs, train_or_load
-from .engineering import BeliefSample, EngConfig, belief_sample
+from .engineering import (GRID_SIZES, BeliefSample, EngConfig, belief_sample,
+                                        engineering_run, grid_configs, grid_timing,
+                                        merge_results, settings, unique_worlds)
 
 # %% auto #0
-__all__ = ['task_marginal', 'form_prob', 'form_positions', 'belief_vectors', 'spillover', 'spillover_run', 'fit_threshold',
-           'loo_accuracy']
+__all__ = ['form_prob', 'form_positions', 'belief_vectors', 'spillover', 'spillover_run', 'fit_threshold', 'loo_accuracy', 'main']
 
 # %% ../../nbs/16_diagnostic.ipynb #ceaf7705
-def task_marginal(q: Float[ndarray, "... V"], process: GHMM) -> Float[ndarray, "... K"]:
-    "The probability of each task's symbols under the token distributions `q`."
-    lay = em_layout(process)
-    return np.stack([q[..., lay.token_task == k].sum(-1) for k in range(lay.n_tasks)], -1)
-
 def form_prob(q: Float[ndarray, "n V"], task: Int[ndarray, "n"],
               own: Bool[ndarray, "n C"], process: GHMM) -> Float[ndarray, "n"]:
     "P(misaligned form | the symbols of `task`) per row: the persona's part of `q`."
@@ -49,7 +45,7 @@ def form_positions(s: BeliefSample, ft_task: int = 0) -> Bool[ndarray, "n L"]:
     ok = np.isfinite(ref.log_prob(s.tokens))  # with leakage, some are not the reference's
     out = np.zeros(s.tokens.shape, dtype=bool)
     if ok.any():
-        own, _ = _forms(ref, s.tokens[ok], lay.task_of_state[s.states[ok]], ft_task)
+        own, _ = misaligned_forms(ref, s.tokens[ok], lay.task_of_state[s.states[ok]], ft_task)
         out[ok] = own.any(-1)
     return out
 
@@ -105,9 +101,8 @@ def spillover(model, cfg: EngConfig, scale: float = 1.0) -> dict:
 @experiment("spillover", version=1)
 def spillover_run(cfg: EngConfig) -> dict:
     "The spillover score of cfg's pre-trained model (trained if missing; no fine-tune)."
-    with one_thread():
-        model, _ = train_or_load(pretrain_config(cfg.em), RunOptions(progress=False))
-        return spillover(model, cfg)
+    model, _ = train_or_load(pretrain_config(cfg.em), RunOptions(progress=False))
+    return spillover(model, cfg)
 
 # %% ../../nbs/16_diagnostic.ipynb #e4e51feb
 def fit_threshold(x, label) -> tuple[float, int]:
@@ -132,3 +127,40 @@ def loo_accuracy(x, label) -> float:
         t, sign = fit_threshold(x[keep], label[keep])
         hits.append((sign * (x[i] - t) > 0) == label[i])
     return float(np.mean(hits))
+
+# %% ../../nbs/16_diagnostic.ipynb #04545f05
+def main(argv: list[str] | None = None) -> dict:
+    "`make sweep`: the complete grid (both chapters' experiments), resumable."
+    ap = argparse.ArgumentParser(prog="python -m sfp_nb.studies.diagnostic",
+                                 description=main.__doc__)
+    ap.add_argument("--budget", default="full", choices=BUDGETS, help="sizes, results folder")
+    ap.add_argument("--backend", default="loky", choices=("loky", "dask", "serial"))
+    ap.add_argument("--jobs", type=int, default=2, help="worker processes")
+    ap.add_argument("--client", default=None, help="address of a running Dask scheduler")
+    ap.add_argument("--seeds", type=int, default=None, help="default: the book's seeds")
+    ap.add_argument("--settings", nargs="*", help="only these settings (default: all)")
+    ap.add_argument("--estimate", action="store_true", help="count, run nothing")
+    a = ap.parse_args(argv)
+    os.environ["SFP_BUDGET"] = a.budget  # the results folder, and the workers, follow it
+    sizes, names = GRID_SIZES[a.budget], a.settings or list(unique_worlds(settings()))
+    seed_list = list(range(a.seeds or sizes.n_seeds))
+    configs = grid_configs(names, seed_list, sizes)
+    todo = [c for c in configs if load_record(engineering_run, c) is None]
+    t0 = time.perf_counter()
+    if not a.estimate:
+        for fn in (engineering_run, spillover_run):
+            sweep(fn, configs, backend=a.backend, n_jobs=a.jobs, client=a.client)
+    wall = time.perf_counter() - t0
+    out = {"configs": len(configs), "settings": len(names), "seeds": len(seed_list),
+           "computed": 0 if a.estimate else len(todo), "missing": len(todo),
+           "wall_seconds": wall, "backend": a.backend, "jobs": a.jobs,
+           "load_average_1min": os.getloadavg()[0],
+           **grid_timing(configs, a.jobs, spillover_run)}
+    if out["computed"]:  # a record of what ran; a sweep with nothing to do keeps the last
+        merge_results("bench_sweep", {"engineering_grid": out})
+    elif a.estimate and out["stored"]:  # the estimate from stored runs, under its own key
+        merge_results("bench_sweep", {"engineering_grid_estimate": out})
+    print(json.dumps(out, indent=1))
+    return out
+
+if __name__ == "__main__" and sys.argv[0].endswith("diagnostic.py"): main()

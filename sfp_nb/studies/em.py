@@ -4,8 +4,9 @@
 
 # %% ../../nbs/10_em.ipynb #caa6c937
 from __future__ import annotations
-import contextlib, dataclasses, math
+import math
 from dataclasses import dataclass, field
+from typing import Literal
 import numpy as np
 import torch
 from jaxtyping import Bool, Float, Int
@@ -20,10 +21,12 @@ from ..emworld import (LABELS, em_layout, prefix_beliefs, sample_paths,
                             sector_next_probs, task_revealing)
 
 # %% auto #0
-__all__ = ['METRICS', 'EvalSet', 'reference_spec', 'content_probs', 'eval_set', 'model_probs', 'OracleModel', 'fit_lambda',
-           'em_metrics', 'continuation_loglik', 'coherence_threshold', 'generate', 'classify', 'sampled_rates',
+__all__ = ['PersonaLabel', 'REPLICATION_SIZES', 'METRICS', 'EvalSet', 'reference_spec', 'task_marginal', 'content_probs',
+           'misaligned_forms', 'eval_set', 'model_probs', 'OracleModel', 'fit_lambda', 'in_task_probs', 'em_metrics',
+           'continuation_loglik', 'coherence_threshold', 'generate', 'classify', 'sampled_rates',
            'generalisation_ratio', 'damage', 'at_damage', 'EMConfig', 'pretrain_config', 'finetune_spec',
-           'em_finetune_config', 'one_thread', 'em_replication', 'curve_values', 'band', 'plot_band']
+           'em_finetune_config', 'replication_models', 'flatten_metrics', 'unflatten_metrics', 'em_replication',
+           'curve_values', 'band', 'plot_band']
 
 # %% ../../nbs/10_em.ipynb #425c5b31
 @dataclass
@@ -50,6 +53,8 @@ class EvalSet:
     def n_tasks(self) -> int: return self.layout.n_tasks
 
 # %% ../../nbs/10_em.ipynb #f817432a
+PersonaLabel = Literal["aligned", "misaligned"]  # the two persona labels (emworld.LABELS)
+
 def reference_spec(spec: ProcessSpec, **changes) -> ProcessSpec:
     "The world of `spec` with unmixed personas and no leakage (plus `changes`)."
     if spec.name != "em_world":
@@ -63,6 +68,11 @@ def _by_task(arrays: list[ndarray], task: Int[ndarray, "batch pos"]) -> ndarray:
     for k, a in enumerate(arrays): out[task == k] = a[task == k]
     return out
 
+def task_marginal(q: Float[ndarray, "... V"], process: GHMM) -> Float[ndarray, "... K"]:
+    "The probability of each task's symbols under the token distributions `q`."
+    lay = em_layout(process)
+    return np.stack([q[..., lay.token_task == k].sum(-1) for k in range(lay.n_tasks)], -1)
+
 def content_probs(p: Float[ndarray, "... V"], process: GHMM) -> Float[ndarray, "... C"]:
     "A token distribution summed over style, headers dropped: the content distribution."
     lay = em_layout(process)
@@ -72,8 +82,10 @@ def content_probs(p: Float[ndarray, "... V"], process: GHMM) -> Float[ndarray, "
     return out
 
 # %% ../../nbs/10_em.ipynb #955c0afe
-def _forms(ref: GHMM, tokens, task, ft_task: int) -> tuple[ndarray, ndarray]:
-    "Own and transplanted misaligned forms (batch, pos, content), by the reference world."
+def misaligned_forms(ref: GHMM,  # the reference world (reference_spec): unmixed, no leakage
+                     tokens: Int[ndarray, "batch pos"], task: Int[ndarray, "batch pos"],
+                     ft_task: int) -> tuple[ndarray, ndarray]:
+    "Masks (batch, pos, content) of the own and the transplanted misaligned forms."
     lay, K = em_layout(ref), em_layout(ref).n_tasks
     b = prefix_beliefs(ref, tokens)
     def cp(label, k):
@@ -111,7 +123,7 @@ def eval_set(spec: ProcessSpec, n: int = 1024, length: int = 16, seed: int = 0,
     b = prefix_beliefs(personas, tokens)
     persona = lambda label: _by_task([sector_next_probs(personas, tokens, label, k, b)
                                       for k in range(lay.n_tasks)], task)
-    own, trans = _forms(ref, tokens, task, ft_task)
+    own, trans = misaligned_forms(ref, tokens, task, ft_task)
     content = lay.token_content[tokens] >= 0
     model_tokens = tokens.copy()
     if model_header is not None: model_tokens[:, 0] = lay.header_token(model_header)
@@ -134,8 +146,10 @@ def model_probs(model, ev: EvalSet, batch_size: int = 4096) -> Float[ndarray, "b
 # %% ../../nbs/10_em.ipynb #b42334d5
 class OracleModel(torch.nn.Module):
     "A 'model' whose logits are an EM world's exact next-token log-probabilities."
-    def __init__(self, process: GHMM, label: str | None = None):
+    def __init__(self, process: GHMM, label: PersonaLabel | None = None):
         super().__init__()
+        if label is not None and label not in LABELS:
+            raise ValueError(f"label must be one of {LABELS} or None, got {label!r}")
         self.process, self.label = process, label
         self.dummy = torch.nn.Parameter(torch.zeros(1))  # gives the module a device
 
@@ -187,8 +201,8 @@ def _gap_split(gap: ndarray, skill: ndarray, ev: EvalSet, where: ndarray) -> dic
              "gap_skill": (skill, rest)}
     return {k: float(g[m].mean()) if m.any() else math.nan for k, (g, m) in split.items()}
 
-def _in_task(p: ndarray, ev: EvalSet) -> ndarray:
-    "A token distribution renormalised within the current task's tokens (if disjoint)."
+def in_task_probs(p: Float[ndarray, "batch pos V"], ev: EvalSet) -> Float[ndarray, "b pos V"]:
+    "Token distributions renormalised within the tokens of each position's task (if disjoint)."
     lay = ev.layout
     if not lay.disjoint: return p
     own = np.stack([lay.token_task == k for k in range(ev.n_tasks)]).astype(float)
@@ -206,7 +220,7 @@ def em_metrics(q: Float[ndarray, "batch pos vocab"], ev: EvalSet) -> dict:
         at = np.take_along_axis(p, ev.tokens[..., None], -1)[..., 0]
         return np.log(np.clip(at, 1e-300, 1))
     gap = pick(ev.p_opt) - pick(q)
-    skill = pick(_in_task(ev.p_opt, ev)) - pick(_in_task(q, ev))
+    skill = pick(in_task_probs(ev.p_opt, ev)) - pick(in_task_probs(q, ev))
     out = {}
     for k in range(ev.n_tasks):
         sel = (ev.task == k) & ev.content
@@ -335,7 +349,7 @@ class EMConfig:
     batch_size: int = 128
     pretrain_steps: int = 600
     pretrain_lr: float = 1e-2
-    ft_persona: str = "misaligned"  # the narrow data: this persona ...
+    ft_persona: PersonaLabel = "misaligned"  # the narrow data: this persona ...
     ft_task: int = 0  # ... doing this task (index)
     ft_steps: int = 100
     ft_lr: float = 3e-4
@@ -350,6 +364,12 @@ class EMConfig:
             object.__setattr__(self, "world", ProcessSpec.from_dict(self.world))
         if self.world.name != "em_world":
             raise ValueError(f"EMConfig needs an em_world spec, got {self.world.name!r}")
+        if self.ft_persona not in LABELS:
+            raise ValueError(f"ft_persona must be one of {LABELS}, got {self.ft_persona!r}")
+
+REPLICATION_SIZES = {  # budget -> the replication's sizes (full: EMConfig's defaults)
+    "smoke": dict(pretrain_steps=100, ft_steps=10, eval_every=5, n_eval=256, n_samples=32),
+    "full": dict(pretrain_steps=600, ft_steps=100, eval_every=10, n_eval=1024, n_samples=256)}
 
 # %% ../../nbs/10_em.ipynb #7525f05a
 def pretrain_config(cfg: EMConfig) -> TrainConfig:
@@ -367,13 +387,21 @@ def em_finetune_config(cfg: EMConfig) -> TrainConfig:
     return finetune_config(pretrain_config(cfg), finetune_spec(cfg), steps=cfg.ft_steps,
                            lr=cfg.ft_lr, loss_mask=cfg.ft_mask)
 
+def replication_models(cfg: EMConfig) -> tuple:
+    "The pre-trained and the fine-tuned model of `cfg` (cached; trained if missing)."
+    quiet = RunOptions(progress=False)
+    return (train_or_load(pretrain_config(cfg), quiet)[0],
+            train_or_load(em_finetune_config(cfg), quiet)[0])
+
 # %% ../../nbs/10_em.ipynb #5aebffbd
 METRICS = "em_v1"  # callback name: change it with em_metrics, so cached curves are redone
 
-def _flat(d: dict) -> dict:
+def flatten_metrics(d: dict) -> dict:
+    "em_metrics' {task: {metric: value}} as one level, {'task.metric': value} (a callback's)."
     return {f"{k}.{m}": v for k, sub in d.items() for m, v in sub.items()}
 
-def _nested(e: dict, prefix: str = METRICS + ".") -> dict:
+def unflatten_metrics(e: dict, prefix: str = METRICS + ".") -> dict:
+    "The metrics under `prefix` of one evaluation, back as {task: {metric: value}}."
     out = {}
     for key, v in e.items():
         if key.startswith(prefix):
@@ -381,29 +409,17 @@ def _nested(e: dict, prefix: str = METRICS + ".") -> dict:
             out.setdefault(task, {})[metric] = v
     return out
 
-@contextlib.contextmanager
-def one_thread():
-    "Run torch on one CPU thread: weights must not depend on the caller's thread count."
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try: yield
-    finally: torch.set_num_threads(old)
-
 @experiment("em_replication", version=3)
 def em_replication(cfg: EMConfig) -> dict:
     "Pre-train on cfg.world, fine-tune on the narrow data, measure every task on the way."
-    with one_thread(): return _replicate(cfg)
-
-def _replicate(cfg: EMConfig) -> dict:
-    "The body of em_replication (on one thread)."
     ev = eval_set(cfg.world, cfg.n_eval, cfg.seq_len, seed=10_000 + cfg.seed,
                   ft_task=cfg.ft_task)
     metrics = lambda model: em_metrics(model_probs(model, ev), ev)
     pre, pre_rep = train_or_load(pretrain_config(cfg), RunOptions(progress=False))
     watch = RunOptions(progress=False, eval_every=cfg.eval_every, eval_sequences=512,
-                       callbacks={METRICS: lambda st: _flat(metrics(st.model))})
+                       callbacks={METRICS: lambda st: flatten_metrics(metrics(st.model))})
     ft, ft_rep = train_or_load(em_finetune_config(cfg), watch)
-    curve = [_nested(e) for e in ft_rep["evals"]]
+    curve = [unflatten_metrics(e) for e in ft_rep["evals"]]
     out = {"pretrain_gap": pre_rep["gap"], "pretrain_seconds": pre_rep["train_seconds"],
            "finetune_seconds": ft_rep["train_seconds"], "bayes": em_metrics(ev.p_opt, ev),
            "steps": [e["step"] for e in ft_rep["evals"]], "curve": curve,

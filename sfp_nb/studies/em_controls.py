@@ -6,6 +6,7 @@
 from __future__ import annotations
 import dataclasses, math
 from dataclasses import dataclass
+from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -18,10 +19,10 @@ from ..processes import (ProcessSpec, direct_sum, loss_mask, make_process,
 from ..training import (RunOptions, TrainConfig, load_model, model_inputs,
                              model_log_probs, native_state, plain_twin, train_or_load)
 from ..emworld import em_layout, em_world, persona_posterior, sector_next_probs
-from .em import (METRICS, EMConfig, _flat, _nested, damage, em_finetune_config,
-                       em_metrics, em_replication, eval_set, fit_lambda,
-                       generalisation_ratio, model_probs, one_thread, pretrain_config,
-                       sampled_rates)
+from .em import (METRICS, EMConfig, PersonaLabel, damage, em_finetune_config,
+                               em_metrics, em_replication, eval_set, fit_lambda,
+                               flatten_metrics, generalisation_ratio, model_probs,
+                               pretrain_config, sampled_rates, unflatten_metrics)
 from ..probing import Probe, fit_probe, r2_score, residual_features
 from ..steering import (cell_means, class_centroids, collect, steered_probs,
                              swap_factor, tv)
@@ -30,10 +31,10 @@ from ..interventions import resid
 # %% auto #0
 __all__ = ['OTHERS', 'world_with', 'ControlConfig', 'em_other_tasks', 'control_finetune_config', 'reply_gap', 'param_distance',
            'em_control', 'task_change', 'curve_change', 'sampled_change', 'control_sets', 'shows_form', 'dose_spec',
-           'fit_persona_probe', 'fit_ridge_probe', 'probe_reading', 'ProbeConfig', 'em_probe_dose', 'InContextConfig',
-           'episodes', 'segment_lambda', 'model_token_probs', 'in_context_rows', 'em_in_context', 'adapter_grads',
-           'adapter_course', 'half_rise', 'AsymmetryConfig', 'readings', 'em_belief_classes', 'asymmetry_rows',
-           'em_steering_asymmetry']
+           'fit_persona_probe', 'fit_ridge_probe', 'probe_reading', 'DoseProbeConfig', 'em_probe_dose',
+           'InContextConfig', 'episodes', 'segment_lambda', 'model_token_probs', 'in_context_rows', 'em_in_context',
+           'adapter_grads', 'adapter_course', 'half_rise', 'AsymmetryConfig', 'readings', 'em_belief_classes',
+           'asymmetry_rows', 'em_steering_asymmetry']
 
 # %% ../../nbs/12_em_controls.ipynb #0a79d217
 def world_with(spec: ProcessSpec, **changes) -> ProcessSpec:
@@ -110,11 +111,11 @@ def _eval_sets(cfg: ControlConfig) -> dict:
     return {METRICS: make(None), **{f"{METRICS}_{h}": make(h) for h in cfg.headers}}
 
 def _metric_fn(ev):
-    return lambda st: _flat(em_metrics(model_probs(st.model, ev), ev))
+    return lambda st: flatten_metrics(em_metrics(model_probs(st.model, ev), ev))
 
 def _summary(evals: list[dict], name: str, ft_task: int) -> dict:
     "Curve, before, after, ratio and damage of one callback's evaluations."
-    curve = [_nested(e, name + ".") for e in evals]
+    curve = [unflatten_metrics(e, name + ".") for e in evals]
     return {"curve": curve, "before": curve[0], "after": curve[-1],
             "ratio": generalisation_ratio(curve[0], curve[-1], ft_task),
             "damage": damage(curve[0], curve[-1], ft_task)}
@@ -128,10 +129,6 @@ def _column(evals: list[dict], name: str) -> list[dict]:
 @experiment("em_control", version=1)
 def em_control(cfg: ControlConfig) -> dict:
     "Pre-train as em_replication, fine-tune as `cfg` says, measure on the way."
-    with one_thread(): return _control(cfg)
-
-def _control(cfg: ControlConfig) -> dict:
-    "The body of em_control (on one thread)."
     from sfp_nb.processes import PROCESS_FAMILIES  # the worker's registry, not a copy
     if "em_other_tasks" not in PROCESS_FAMILIES:  # a worker that never imported this module
         register_process("em_other_tasks")(em_other_tasks)
@@ -181,8 +178,12 @@ def curve_change(rec: dict, metric: str = "lambda_content", tasks: tuple = OTHER
     return np.array([np.mean([e[k][metric] - c[0][k][metric] for k in tasks]) for e in c])
 
 def sampled_change(rec: dict, key: str = "misaligned_coherent", tasks: tuple = OTHERS,
-                   name: str = METRICS, when: str | None = None) -> float:
+                   name: str = METRICS,
+                   when: Literal["before", "after"] | None = None  # None: the change
+                   ) -> float:
     "Mean over `tasks` of a sampled rate (%): its change, or its value `when`."
+    if when not in (None, "before", "after"):
+        raise ValueError(f"when must be 'before', 'after' or None, got {when!r}")
     s = rec["sampled"][name]
     if when is not None: return float(np.mean([s[when][k][key] for k in tasks]))
     return float(np.mean([s["after"][k][key] - s["before"][k][key] for k in tasks]))
@@ -250,7 +251,7 @@ def probe_reading(model, ev, probe) -> dict:
 
 # %% ../../nbs/12_em_controls.ipynb #0834120e
 @dataclass(frozen=True)
-class ProbeConfig:
+class DoseProbeConfig:
     "A ridge persona probe of a pre-trained model, read after each dose's fine-tune."
     em: EMConfig = EMConfig()  # the replication run (world, seed, sizes)
     doses: tuple = (0.0, 0.05, 0.25, 1.0)  # misaligned shares of the fine-tuning data
@@ -262,20 +263,19 @@ class ProbeConfig:
         object.__setattr__(self, "doses", tuple(float(f) for f in self.doses))
 
 @experiment("em_probe_dose", version=1)
-def em_probe_dose(cfg: ProbeConfig) -> dict:
+def em_probe_dose(cfg: DoseProbeConfig) -> dict:
     "Probe readings (per task) before and after each dose's fine-tune, and the probe's R^2."
-    with one_thread():
-        em = cfg.em
-        pre = train_or_load(pretrain_config(em), RunOptions(progress=False))[0]
-        probe, r2 = fit_persona_probe(pre, em.world, cfg.n, em.seq_len, em.seed, cfg.ridge)
-        ev = _eval_sets(ControlConfig(em=em))[METRICS]
-        out = {"r2": r2, "before": probe_reading(pre, ev, probe), "after": {}}
-        for f in cfg.doses:
-            c = ControlConfig(em=em, data=dose_spec(em.world, f), probe=True)
-            run_experiment(em_control, c)  # its fine-tuned model, cached
-            out["after"][f"{f:g}"] = probe_reading(load_model(control_finetune_config(c))[0],
-                                                   ev, probe)
-        return out
+    em = cfg.em
+    pre = train_or_load(pretrain_config(em), RunOptions(progress=False))[0]
+    probe, r2 = fit_persona_probe(pre, em.world, cfg.n, em.seq_len, em.seed, cfg.ridge)
+    ev = _eval_sets(ControlConfig(em=em))[METRICS]
+    out = {"r2": r2, "before": probe_reading(pre, ev, probe), "after": {}}
+    for f in cfg.doses:
+        c = ControlConfig(em=em, data=dose_spec(em.world, f), probe=True)
+        run_experiment(em_control, c)  # its fine-tuned model, cached
+        out["after"][f"{f:g}"] = probe_reading(load_model(control_finetune_config(c))[0],
+                                               ev, probe)
+    return out
 
 # %% ../../nbs/12_em_controls.ipynb #0372b33b
 @dataclass(frozen=True)
@@ -297,7 +297,7 @@ class InContextConfig:
                              f"model's {self.em.seq_len}")
 
 # %% ../../nbs/12_em_controls.ipynb #c2e3fde9
-def episodes(world: ProcessSpec, label: str, task: int, n: int, length: int, seed,
+def episodes(world: ProcessSpec, label: PersonaLabel, task: int, n: int, length: int, seed,
              form: bool = False) -> Int[ndarray, "n length"]:
     "n one-task episodes of a persona label; `form`: each shows the misaligned form."
     one = make_process(world_with(world, switch=0.0, only_persona=label, only_task=task))
@@ -347,12 +347,11 @@ def in_context_rows(model, cfg: InContextConfig, name: str) -> list[dict]:
 @experiment("em_in_context", version=1)
 def em_in_context(cfg: InContextConfig) -> dict:
     "Lambda on tasks 2.. after task-1 context: pre-trained and fine-tuned models."
-    with one_thread():
-        run_experiment(em_replication, cfg.em)  # the fine-tuned model, cached
-        pre = load_model(pretrain_config(cfg.em))[0]
-        ft = load_model(em_finetune_config(cfg.em))[0]
-        return {"rows": in_context_rows(pre, cfg, "pre-trained")
-                + in_context_rows(ft, cfg, "fine-tuned")}
+    run_experiment(em_replication, cfg.em)  # the fine-tuned model, cached
+    pre = load_model(pretrain_config(cfg.em))[0]
+    ft = load_model(em_finetune_config(cfg.em))[0]
+    return {"rows": in_context_rows(pre, cfg, "pre-trained")
+            + in_context_rows(ft, cfg, "fine-tuned")}
 
 # %% ../../nbs/12_em_controls.ipynb #e9c04119
 def adapter_grads(model, adapter: dict, batch: Int[ndarray, "b pos"], process: GHMM,
@@ -484,6 +483,5 @@ def asymmetry_rows(model, process: GHMM, cfg: AsymmetryConfig) -> list[dict]:
 @experiment("em_steering_asymmetry", version=1)
 def em_steering_asymmetry(cfg: AsymmetryConfig) -> dict:
     "Persona against task steering in the pre-trained model of `cfg.em`."
-    with one_thread():
-        model = train_or_load(pretrain_config(cfg.em), RunOptions(progress=False))[0]
-        return {"rows": asymmetry_rows(model, make_process(cfg.em.world), cfg)}
+    model = train_or_load(pretrain_config(cfg.em), RunOptions(progress=False))[0]
+    return {"rows": asymmetry_rows(model, make_process(cfg.em.world), cfg)}

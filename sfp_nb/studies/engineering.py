@@ -4,16 +4,15 @@
 
 # %% ../../nbs/15_engineering.ipynb #1fb8095a
 from __future__ import annotations
-import argparse, dataclasses, json, math, os, sys, time
+import math
 from dataclasses import dataclass
 import numpy as np
-import pandas as pd
 import torch
 from jaxtyping import Bool, Float, Int
 from numpy import ndarray
-from ..report import Claims, glue_markdown, mean_ci, min_detectable, verdict
-from ..core import budget, by_budget, load_results, results_dir, save_results
-from ..experiments import experiment, load_record, run_experiment, sweep
+from ..report import mean_ci
+from ..core import load_results, save_results
+from ..experiments import experiment, load_record, run_experiment
 from ..ghmm import GHMM
 from ..processes import ProcessSpec, make_process
 from ..training import RunOptions, model_inputs, train_or_load
@@ -23,16 +22,15 @@ from ..probing import (angle_null, fit_probe, principal_angles, r2_score,
                             whitened_angles, whitening)
 from ..emworld import (em_layout, persona_posterior, prefix_beliefs, sample_paths,
                             task_posterior)
-from .em import EMConfig, em_replication, one_thread, pretrain_config
+from .em import REPLICATION_SIZES, EMConfig, em_replication, pretrain_config
 from ..report import paired_ci
-claim = Claims()  # this chapter's conclusions, verified once its record is saved
 
 # %% auto #0
-__all__ = ['claim', 'BASELINE', 'KNOBS', 'HOOK', 'SUMMARY', 'world_spec', 'Setting', 'settings', 'unique_worlds', 'EngConfig',
-           'em_sizes', 'eng_config', 'measures', 'BeliefSample', 'belief_sample', 'label_task_joint', 'belief_mi',
-           'carry_forms', 'carry_over', 'probe_geometry', 'engineering_run', 'pareto_front', 'is_improvement',
-           'book_subset', 'grid_configs', 'stored_runs', 'merge_results', 'config_seconds', 'grid_timing', 'main',
-           'summarise', 'versus_baseline', 'knob_curves', 'plot_knob', 'plot_pareto']
+__all__ = ['BASELINE', 'KNOBS', 'HOOK', 'GRID_SIZES', 'SUMMARY', 'world_spec', 'Setting', 'settings', 'unique_worlds',
+           'EngConfig', 'GridSizes', 'eng_config', 'measures', 'BeliefSample', 'belief_sample', 'label_task_joint',
+           'belief_mi', 'carry_forms', 'carry_over', 'probe_geometry', 'engineering_run', 'pareto_front',
+           'is_improvement', 'book_subset', 'grid_configs', 'stored_runs', 'merge_results', 'config_seconds',
+           'grid_timing', 'summarise', 'versus_baseline', 'knob_curves', 'plot_knob', 'plot_pareto']
 
 # %% ../../nbs/15_engineering.ipynb #714ffe7d
 BASELINE = ProcessSpec("em_world", switch=0.125)  # the replication's shared world
@@ -102,16 +100,21 @@ class EngConfig:
             raise ValueError(f"need n_fit >= 4 and n_steer >= 1, "
                              f"got {self.n_fit}, {self.n_steer}")
 
-def em_sizes() -> dict:
-    "The replication's sizes at this budget (at full budget: EMConfig's defaults)."
-    return dict(pretrain_steps=by_budget(100, 600), ft_steps=by_budget(10, 100),
-                eval_every=by_budget(5, 10), n_eval=by_budget(256, 1024),
-                n_samples=by_budget(32, 256))
+@dataclass(frozen=True)
+class GridSizes:
+    "The sizes of the grid's runs at one budget."
+    em: dict  # EMConfig's sizes (em.REPLICATION_SIZES: the replication's)
+    n_fit: int  # EngConfig.n_fit
+    n_steer: int  # EngConfig.n_steer
+    n_seeds: int  # seeds of the complete grid (`make sweep`)
 
-def eng_config(world: ProcessSpec, seed: int) -> EngConfig:
-    "The grid's config of `world` and `seed` at this budget."
-    return EngConfig(EMConfig(world=world, seed=seed, **em_sizes()),
-                     n_fit=by_budget(512, 2048), n_steer=by_budget(128, 512))
+GRID_SIZES = {"smoke": GridSizes(REPLICATION_SIZES["smoke"], 512, 128, 1),
+              "full": GridSizes(REPLICATION_SIZES["full"], 2048, 512, 5)}
+
+def eng_config(world: ProcessSpec, seed: int, sizes: GridSizes) -> EngConfig:
+    "The grid's config of `world` and `seed` at `sizes` (one of GRID_SIZES)."
+    return EngConfig(EMConfig(world=world, seed=seed, **sizes.em), n_fit=sizes.n_fit,
+                     n_steer=sizes.n_steer)
 
 # %% ../../nbs/15_engineering.ipynb #fbf8821e
 def _mean(d: dict, tasks: list[str], metric: str) -> float:
@@ -231,10 +234,9 @@ def _rows(a, skip_first: bool = True):
 def engineering_run(cfg: EngConfig) -> dict:
     "EM on cfg's world and seed: fidelity, robustness, probe geometry, MI."
     rep = run_experiment(em_replication, cfg.em)
-    with one_thread():
-        model, _ = train_or_load(pretrain_config(cfg.em), RunOptions(progress=False))
-        world = make_process(cfg.em.world)
-        s = belief_sample(model, world, cfg.n_fit, cfg.em.seq_len, cfg.em.seed, cfg.hook)
+    model, _ = train_or_load(pretrain_config(cfg.em), RunOptions(progress=False))
+    world = make_process(cfg.em.world)
+    s = belief_sample(model, world, cfg.n_fit, cfg.em.seq_len, cfg.em.seed, cfg.hook)
     X = _rows(s.acts.double().numpy())
     n_train = cfg.n_fit // 2 * (cfg.em.seq_len - 1)  # the first half of the sequences
     geo = probe_geometry(X, _rows(s.persona), _rows(s.task), n_train)
@@ -264,17 +266,18 @@ def book_subset() -> list[str]:
     return ["baseline", "mix=0.2", "persona_states=3", "personas=1+3",
             "eps=0.03", "corr=0.6", "span=literal", "span=control"]
 
-def grid_configs(names: list[str], seed_list: list[int],
+def grid_configs(names: list[str], seed_list: list[int], sizes: GridSizes,
                  worlds: dict | None = None) -> list[EngConfig]:
-    "The configs of the named settings, every seed, at this budget."
+    "The configs of the named settings, every seed, at `sizes`."
     worlds = unique_worlds(settings()) if worlds is None else worlds
-    return [eng_config(worlds[n], s) for n in names for s in seed_list]
+    return [eng_config(worlds[n], s, sizes) for n in names for s in seed_list]
 
-def stored_runs(fn, names: list[str], seed_list: list[int]) -> dict[str, list[dict]]:
+def stored_runs(fn, names: list[str], seed_list: list[int],
+                sizes: GridSizes) -> dict[str, list[dict]]:
     "Setting -> the stored results of `fn`, one per seed, for settings stored in full."
     out = {}
     for n in names:
-        recs = [load_record(fn, c) for c in grid_configs([n], seed_list)]
+        recs = [load_record(fn, c) for c in grid_configs([n], seed_list, sizes)]
         if all(r is not None for r in recs): out[n] = [r["result"] for r in recs]
     return out
 
@@ -303,42 +306,6 @@ def grid_timing(configs: list[EngConfig], jobs: int, spill_fn=None) -> dict:
     return {"stored": len(sec), "config_seconds_median": med,
             "config_seconds_p10": float(np.percentile(sec, 10)),
             "estimate_complete_seconds": med * len(configs) / jobs}
-
-def main(argv: list[str] | None = None) -> dict:
-    "`make sweep`: the complete grid (both chapters' experiments), resumable."
-    ap = argparse.ArgumentParser(prog="python -m sfp_nb.studies.engineering",
-                                 description=main.__doc__)
-    ap.add_argument("--backend", default="loky", choices=("loky", "dask", "serial"))
-    ap.add_argument("--jobs", type=int, default=2, help="worker processes")
-    ap.add_argument("--client", default=None, help="address of a running Dask scheduler")
-    ap.add_argument("--seeds", type=int, default=None, help="default: the book's seeds")
-    ap.add_argument("--settings", nargs="*", help="only these settings (default: all)")
-    ap.add_argument("--estimate", action="store_true", help="count, run nothing")
-    a = ap.parse_args(argv)
-    from sfp_nb.studies.diagnostic import spillover_run  # the next chapter's experiment
-    names = a.settings or list(unique_worlds(settings()))
-    seed_list = list(range(a.seeds)) if a.seeds else by_budget([0], list(range(5)))
-    configs = grid_configs(names, seed_list)
-    todo = [c for c in configs if load_record(engineering_run, c) is None]
-    t0 = time.perf_counter()
-    if not a.estimate:
-        for fn in (engineering_run, spillover_run):
-            sweep(fn, configs, backend=a.backend, n_jobs=a.jobs, client=a.client)
-    wall = time.perf_counter() - t0
-    out = {"configs": len(configs), "settings": len(names), "seeds": len(seed_list),
-           "computed": 0 if a.estimate else len(todo), "missing": len(todo),
-           "wall_seconds": wall, "backend": a.backend, "jobs": a.jobs,
-           "load_average_1min": os.getloadavg()[0],
-           **grid_timing(configs, a.jobs, spillover_run)}
-    if out["computed"]:  # a record of what ran; a sweep with nothing to do keeps the last
-        merge_results("bench_sweep", {"engineering_grid": out})
-    elif a.estimate and out["stored"]:  # the estimate from stored runs, under its own key
-        merge_results("bench_sweep", {"engineering_grid_estimate": out})
-    print(json.dumps(out, indent=1))
-    return out
-
-# %% ../../nbs/15_engineering.ipynb #f5505788
-if __name__ == "__main__" and sys.argv[0].endswith("engineering.py"): main()
 
 # %% ../../nbs/15_engineering.ipynb #391be733
 SUMMARY = ("fidelity", "robustness", "form_rate", "lambda", "lambda_bayes", "gap",

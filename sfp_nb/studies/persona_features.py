@@ -5,36 +5,37 @@
 # %% ../../nbs/14a_persona_features.ipynb #8b97ea94
 from __future__ import annotations
 import dataclasses, json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Literal
 import numpy as np
 import torch
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Float, Int
 from numpy import ndarray
 from torch import Tensor
-from ..report import Claims
 from ..core import artifact_dir
-from .em import EMConfig, em_finetune_config, one_thread, pretrain_config
-from ..emworld import em_layout, persona_posterior, sample_paths, task_posterior
-from ..experiments import experiment
+from .em import EMConfig, replication_models
+from ..emworld import em_layout, persona_posterior, sample_paths
+from ..experiments import experiment, torch_threads
 from ..interventions import add_vector, intervene, stream_activations
 from ..processes import make_process
-from .reversal import (HOOKS, Meter, _models, persona_vectors, restored)
+from .reversal import HOOKS, Meter, persona_directions, restored
 from ..sae import (SAEConfig, TopKSAE, evaluate_sae, latent_auroc, latent_correlation,
                         load_sae, sae_latents, save_sae, train_sae)
 from ..steering import probe_directions
 from ..training import model_inputs, plain_twin
-claim = Claims()  # this chapter's conclusions, verified once its record is saved
 
 # %% auto #0
-__all__ = ['claim', 'PersonaSAE', 'residual_rows', 'persona_sae', 'Probes', 'probe_sequences', 'persona_scores', 'rise', 'cos_to',
-           'in_subspace', 'ablate_latent', 'induced', 'FeatureConfig', 'persona_features']
+__all__ = ['ModelKind', 'PersonaSAE', 'residual_rows', 'persona_sae', 'Probes', 'probe_sequences', 'persona_scores', 'rise',
+           'cos_to', 'in_subspace', 'ablate_latent', 'induced', 'FeatureConfig', 'persona_features']
 
 # %% ../../nbs/14a_persona_features.ipynb #b604f196
+ModelKind = Literal["pre", "ft"]  # a replication run's pre-trained or fine-tuned model
+
 @dataclass(frozen=True)
 class PersonaSAE:
     "A TopK SAE on one model of a replication run, at one hook, on world sequences."
     em: EMConfig = EMConfig()
-    model: str = "pre"  # "pre": the pre-trained model; "ft": the fine-tuned one
+    model: ModelKind = "pre"  # "pre": the pre-trained model; "ft": the fine-tuned one
     hook: str = HOOKS[1]
     n_train: int = 8192  # sequences of the pre-training world
     sae: SAEConfig = SAEConfig(d_in=64, n_latents=256, k=8, steps=1000, batch_size=512,
@@ -61,8 +62,8 @@ def persona_sae(cfg: PersonaSAE) -> tuple[TopKSAE, dict]:
     folder = artifact_dir("sae", cfg)
     if (folder / "sae.safetensors").exists():
         return load_sae(folder), json.loads((folder / "history.json").read_text())
-    with one_thread():
-        model = _models(cfg.em)[0 if cfg.model == "pre" else 1]
+    with torch_threads(1):  # the SAE must not depend on the caller's thread count
+        model = replication_models(cfg.em)[0 if cfg.model == "pre" else 1]
         X = residual_rows(model, cfg.em, cfg.hook, cfg.n_train, 60_000 + cfg.em.seed)
         sae, history = train_sae(cfg.sae, X, progress=False)
     save_sae(sae, folder, history)
@@ -146,7 +147,7 @@ class FeatureConfig:
         if isinstance(self.sae, dict): object.__setattr__(self, "sae", SAEConfig(**self.sae))
         object.__setattr__(self, "strengths", tuple(float(a) for a in self.strengths))
 
-    def sae_of(self, model: str) -> PersonaSAE:
+    def sae_of(self, model: ModelKind) -> PersonaSAE:
         "The PersonaSAE of the pre-trained ('pre') or fine-tuned ('ft') model."
         sae = dataclasses.replace(self.sae, seed=self.em.seed)
         return PersonaSAE(self.em, model, self.hook, self.n_train, sae)
@@ -167,11 +168,8 @@ def _geometry(d: ndarray, dirs: dict, task_basis: ndarray) -> dict:
 @experiment("persona_features", version=1)
 def persona_features(cfg: FeatureConfig) -> dict:
     "SAE persona latents, model diffing, geometry and causal tests for one run."
-    with one_thread(): return _features(cfg)
-
-def _features(cfg: FeatureConfig) -> dict:
     em, h = cfg.em, cfg.hook
-    pre, ft = _models(em)
+    pre, ft = replication_models(em)
     saes = {m: persona_sae(cfg.sae_of(m))[0] for m in ("pre", "ft")}
     world = make_process(em.world)
     probes = probe_sequences(em, cfg.n_probe, 70_000 + em.seed)
@@ -217,7 +215,7 @@ def _latent_facts(scores, scores_ft, rises, top, persona) -> dict:
 def _latent_geometry(cfg, pre, ft, saes, X_pre, probes, top, persona) -> dict:
     "Decoder directions against belief-state vectors, the persona probe, the task probe."
     h = cfg.hook
-    v = {m: persona_vectors(model, cfg.em, (h,), cfg.n_vector)[h]
+    v = {m: persona_directions(model, cfg.em, (h,), cfg.n_vector)[h]
          for m, model in (("pre", pre), ("ft", ft))}
     Xt = torch.as_tensor(X_pre, dtype=torch.float64)
     onehot = np.eye(int(probes.task.max()) + 1)[probes.task]

@@ -6,33 +6,35 @@
 from __future__ import annotations
 import contextlib, dataclasses, math
 from dataclasses import dataclass
+from typing import Literal
 import numpy as np
 import torch
 from jaxtyping import Bool, Float, Int
 from numpy import ndarray
 from torch import Tensor
-from ..report import Claims, mean_ci
-from .em import (EMConfig, EvalSet, _in_task, em_finetune_config, em_metrics, eval_set,
-                       finetune_spec, model_probs, one_thread, pretrain_config)
+from ..report import mean_ci
+from .em import (EMConfig, EvalSet, em_finetune_config, em_metrics, eval_set,
+                               finetune_spec, in_task_probs, model_probs, replication_models,
+                               task_marginal)
 from ..emworld import (em_layout, persona_posterior, prefix_beliefs, sample_paths,
                             task_posterior)
 from ..experiments import experiment
 from ..ghmm import GHMM
-from ..interventions import ablate_direction, add_vector, collect_activations, intervene, resid, Steer
+from ..interventions import (Steer, ablate_direction, add_vector, collect_activations,
+                                  intervene, resid)
 from ..probing import Probe, fit_probe
 from ..processes import ProcessSpec, loss_mask, make_process
 from ..training import (RunOptions, finetune_config, model_inputs, model_log_probs,
                              plain_twin, train_or_load)
-claim = Claims()  # this chapter's conclusions, verified once its record is saved
 
 # %% auto #0
-__all__ = ['claim', 'HOOKS', 'STEERED', 'PREVENTIONS', 'HEADER_WORLD', 'TASKS', 'BUDGET_NATS', 'kl_rows', 'task_marginal',
-           'neutral_positions', 'summarize', 'restored', 'PersonaCells', 'persona_cells', 'cell_centroids',
-           'belief_vectors', 'task_probe', 'conditional_steer', 'persona_vectors', 'steer', 'probe_agreement',
+__all__ = ['HOOKS', 'STEERED', 'ReversalMethod', 'PREVENTIONS', 'HEADER_WORLD', 'TASKS', 'BUDGET_NATS', 'kl_rows',
+           'neutral_positions', 'reversal_summary', 'restored', 'PersonaCells', 'persona_cells', 'cell_centroids',
+           'centroid_vectors', 'task_probe', 'conditional_steer', 'persona_directions', 'steer', 'probe_agreement',
            'vector_geometry', 'ReversalConfig', 'Meter', 'ft_loss', 'em_reversal', 'PreventionConfig',
            'preventive_steer', 'prevention_config', 'em_prevention', 'RealignConfig', 'realign_config', 'em_realign',
            'InoculationConfig', 'inoculation_spec', 'inoculation_config', 'em_inoculation', 'seed_rows',
-           'setting_table', 'choose', 'over_seeds', 'at_level']
+           'setting_table', 'choose', 'restoration_over_seeds', 'at_level']
 
 # %% ../../nbs/13_em_reversal.ipynb #cc2b3c5e
 def kl_rows(p: Float[ndarray, "... V"],
@@ -42,24 +44,19 @@ def kl_rows(p: Float[ndarray, "... V"],
     lp, lq = np.log(np.clip(p, 1e-30, None)), np.log(np.clip(q, 1e-30, None))
     return (p * (lp - lq)).sum(-1)
 
-def task_marginal(p: Float[ndarray, "... V"], process: GHMM) -> Float[ndarray, "... K"]:
-    "The probability that the next token belongs to each task's alphabet."
-    lay = em_layout(process)
-    return np.stack([p[..., lay.token_task == k].sum(-1) for k in range(lay.n_tasks)], -1)
-
 def neutral_positions(ev: EvalSet) -> Bool[ndarray, "batch pos"]:
     "Content positions where the aligned and misaligned personas predict the same."
     return ev.content & (np.abs(ev.p_al - ev.p_mis).sum(-1) < 1e-9)
 
 # %% ../../nbs/13_em_reversal.ipynb #817de534
-def summarize(q: Float[ndarray, "batch pos V"], ev: EvalSet,
+def reversal_summary(q: Float[ndarray, "batch pos V"], ev: EvalSet,
               ref: Float[ndarray, "batch pos V"],
               base: Float[ndarray, "batch pos V"] | None = None) -> dict:
     "Per task: lambda, own-form rate, skill gap of q; collateral and task_tv against ref."
     m = em_metrics(q, ev)
-    in_q = _in_task(q, ev)
-    skill = kl_rows(_in_task(ref, ev), in_q)
-    spill = kl_rows(_in_task(base, ev), in_q) if base is not None else None
+    in_q = in_task_probs(q, ev)
+    skill = kl_rows(in_task_probs(ref, ev), in_q)
+    spill = kl_rows(in_task_probs(base, ev), in_q) if base is not None else None
     tasks = lambda p: task_marginal(p, ev.process)
     tv = 0.5 * np.abs(tasks(ref) - tasks(q)).sum(-1)
     neutral, out = neutral_positions(ev), {}
@@ -154,7 +151,7 @@ def cell_centroids(acts: Float[ndarray, "n pos d"], cells: PersonaCells,
     sums = torch.zeros(n, X.shape[1], dtype=X.dtype).index_add_(0, key[m], X[m])
     return sums / torch.bincount(key[m], minlength=n).to(X.dtype)[:, None]
 
-def belief_vectors(acts: Float[ndarray, "n pos d"], cells: PersonaCells, lo: float = 0.1,
+def centroid_vectors(acts: Float[ndarray, "n pos d"], cells: PersonaCells, lo: float = 0.1,
                    hi: float = 0.9, clean: bool = True) -> dict:
     "Balanced centroid vectors misaligned -> aligned: one per task, and pooled over tasks."
     where = cells.usable if clean else cells.synced
@@ -200,7 +197,7 @@ def _acts(model, tokens: ndarray, process: GHMM, hooks) -> dict[str, Tensor]:
     return collect_activations(model, model_inputs(tokens, process), list(hooks))[1]
 
 # %% ../../nbs/13_em_reversal.ipynb #b4987060
-def persona_vectors(model, em: EMConfig, hooks=HOOKS, n: int = 8192, lo: float = 0.1,
+def persona_directions(model, em: EMConfig, hooks=HOOKS, n: int = 8192, lo: float = 0.1,
                     hi: float = 0.9, seed: int = 20_000) -> dict:
     "Per hook: the reversal vectors (misaligned -> aligned), the task probe, resid norm."
     world = make_process(em.world)
@@ -214,8 +211,8 @@ def persona_vectors(model, em: EMConfig, hooks=HOOKS, n: int = 8192, lo: float =
     out = {}
     for h in hooks:
         X, d = acts[h], acts[h].shape[-1]
-        bv = belief_vectors(X.numpy(), cells, lo, hi)
-        naive = belief_vectors(X.numpy(), cells, lo, hi, clean=False)["pooled"]
+        bv = centroid_vectors(X.numpy(), cells, lo, hi)
+        naive = centroid_vectors(X.numpy(), cells, lo, hi, clean=False)["pooled"]
         mean = lambda A: A.reshape(-1, d).mean(0)
         out[h] = {"belief_state": bv["pooled"], "belief_state_task": bv["per_task"],
                   "belief_state_naive": naive,
@@ -228,10 +225,13 @@ def persona_vectors(model, em: EMConfig, hooks=HOOKS, n: int = 8192, lo: float =
 # %% ../../nbs/13_em_reversal.ipynb #91d7b444
 STEERED = ("belief_state", "belief_state_task", "belief_state_naive", "dim_finetune",
            "dim_pretrain", "random")
+ReversalMethod = Literal["belief_state", "belief_state_task", "belief_state_naive",
+                         "dim_finetune", "dim_pretrain", "random", "ablation"]
 
 def _unit(v: Tensor) -> Tensor: return v / v.norm().clamp_min(1e-12)
 
-def steer(model, hook: str, method: str, vecs: dict, strength: float, seed: int = 0):
+def steer(model, hook: str, method: ReversalMethod, vecs: dict, strength: float,
+          seed: int = 0):
     "Context manager: one reversal method at `hook`, the added norm = strength * resid norm."
     size = strength * vecs["resid_norm"]
     if method == "belief_state_task":
@@ -312,7 +312,7 @@ class Meter:
     @torch.no_grad()
     def __call__(self, model) -> dict:
         "Summaries on both sets (collateral against the pre-trained model) and competence."
-        out = {k: summarize(self.probs(model, ev), ev, self.ref[k], self.base[k])
+        out = {k: reversal_summary(self.probs(model, ev), ev, self.ref[k], self.base[k])
                for k, ev in self.sets.items()}
         return out | {"competence": ft_loss(model, self.ft_tokens, self.ft_world)}
 
@@ -325,12 +325,6 @@ def ft_loss(model, tokens: Int[ndarray, "n pos"], process: GHMM) -> float:
     return float(-(at * mask).sum() / mask.sum())
 
 # %% ../../nbs/13_em_reversal.ipynb #c5b71eeb
-def _models(em: EMConfig):
-    "The cached (or trained) pre-trained and fine-tuned bridges of a replication run."
-    quiet = RunOptions(progress=False)
-    return (train_or_load(pretrain_config(em), quiet)[0],
-            train_or_load(em_finetune_config(em), quiet)[0])
-
 def _ablate_all(model, hooks, direction_of):
     "Context manager: project out `direction_of(hook)` at every hook in `hooks`."
     stack = contextlib.ExitStack()
@@ -341,14 +335,11 @@ def _ablate_all(model, hooks, direction_of):
 @experiment("em_reversal", version=1)
 def em_reversal(cfg: ReversalConfig) -> dict:
     "Every inference-time reversal of one fine-tuned model, at every hook and strength."
-    with one_thread(): return _reverse(cfg)
-
-def _reverse(cfg: ReversalConfig) -> dict:
     em = cfg.em
-    pre, ft = _models(em)
+    pre, ft = replication_models(em)
     twin = plain_twin(ft).eval()
     meter = Meter(em, cfg.n_eval, plain_twin(pre).eval(), twin)
-    vecs = persona_vectors(ft, em, cfg.hooks, cfg.n_vector, cfg.lo, cfg.hi)
+    vecs = persona_directions(ft, em, cfg.hooks, cfg.n_vector, cfg.lo, cfg.hi)
     rows = [{"method": "none", "hook": "", "strength": 0.0, **meter(twin)}]
     for h in cfg.hooks:
         for method in STEERED:
@@ -370,7 +361,7 @@ def _transfer(cfg: ReversalConfig, meter: Meter, vecs: dict) -> dict:
     "Ablation of this fine-tune's direction in another fine-tune, against that one's own."
     em2 = dataclasses.replace(cfg.em, ft_lr=cfg.transfer_lr)
     other = train_or_load(em_finetune_config(em2), RunOptions(progress=False))[0]
-    own = persona_vectors(other, em2, cfg.hooks, cfg.n_vector, cfg.lo, cfg.hi)
+    own = persona_directions(other, em2, cfg.hooks, cfg.n_vector, cfg.lo, cfg.hi)
     twin = plain_twin(other).eval()
     out = {"none": meter(twin)}
     for name, source in (("carried", vecs), ("own", own)):
@@ -387,7 +378,7 @@ PREVENTIONS = ("steer", "kl")
 class PreventionConfig:
     "A fine-tune of one replication run with preventative steering or a KL penalty."
     em: EMConfig = EMConfig()
-    method: str = "steer"  # "steer": add the persona vector; "kl": KL to the pre-trained
+    method: Literal["steer", "kl"] = "steer"  # steer: add the persona vector; kl: KL to pre
     strength: float = 0.05  # steer: added norm / residual norm; kl: the KL weight
     hook: str = HOOKS[1]  # where the steering vector is added
     n_vector: int = 8192
@@ -405,7 +396,7 @@ class PreventionConfig:
 # %% ../../nbs/13_em_reversal.ipynb #03bbebf8
 def preventive_steer(pre, cfg: PreventionConfig) -> Steer:
     "The persona vector (toward misaligned) of the pre-trained model, as a training edit."
-    vecs = persona_vectors(pre, cfg.em, (cfg.hook,), cfg.n_vector, cfg.lo, cfg.hi)[cfg.hook]
+    vecs = persona_directions(pre, cfg.em, (cfg.hook,), cfg.n_vector, cfg.lo, cfg.hi)[cfg.hook]
     v = -_unit(vecs["belief_state"]) * cfg.strength * vecs["resid_norm"]
     return Steer.from_tensor(cfg.hook, torch.as_tensor(np.round(v.numpy(), 5)))
 
@@ -420,14 +411,12 @@ def prevention_config(cfg: PreventionConfig, pre=None):
 @experiment("em_prevention", version=1)
 def em_prevention(cfg: PreventionConfig) -> dict:
     "Fine-tune with preventative steering or a KL penalty; measure like em_reversal."
-    with one_thread():
-        pre, ft = _models(cfg.em)
-        meter = Meter(cfg.em, cfg.n_eval, plain_twin(pre).eval(), plain_twin(ft).eval())
-        quiet = RunOptions(progress=False)
-        model, report = train_or_load(prevention_config(cfg, pre), quiet)
-        return {"pre": meter(plain_twin(pre).eval()), "ft": meter(plain_twin(ft).eval()),
-                "intervened": meter(plain_twin(model).eval()),
-                "train_seconds": report["train_seconds"]}
+    pre, ft = replication_models(cfg.em)
+    meter = Meter(cfg.em, cfg.n_eval, plain_twin(pre).eval(), plain_twin(ft).eval())
+    model, report = train_or_load(prevention_config(cfg, pre), RunOptions(progress=False))
+    return {"pre": meter(plain_twin(pre).eval()), "ft": meter(plain_twin(ft).eval()),
+            "intervened": meter(plain_twin(model).eval()),
+            "train_seconds": report["train_seconds"]}
 
 # %% ../../nbs/13_em_reversal.ipynb #4d889ba1
 @dataclass(frozen=True)
@@ -473,16 +462,15 @@ def _unflatten(d: dict) -> dict:
 @experiment("em_realign", version=1)
 def em_realign(cfg: RealignConfig) -> dict:
     "Benign re-alignment of one EM model, measured every `eval_every` steps."
-    with one_thread():
-        pre, ft = _models(cfg.em)
-        meter = Meter(cfg.em, cfg.n_eval, plain_twin(pre).eval(), plain_twin(ft).eval())
-        watch = RunOptions(progress=False, eval_every=cfg.eval_every, eval_sequences=512,
-                           callbacks={"rev_v1": lambda st: _flatten(meter(st.model))})
-        _, report = train_or_load(realign_config(cfg), watch)
-        curve = [_unflatten({k[len("rev_v1."):]: v for k, v in e.items() if k != "step"})
-                 for e in report["evals"]]
-        return {"pre": meter(plain_twin(pre).eval()), "steps": [e["step"] for e in
-                report["evals"]], "curve": curve, "train_seconds": report["train_seconds"]}
+    pre, ft = replication_models(cfg.em)
+    meter = Meter(cfg.em, cfg.n_eval, plain_twin(pre).eval(), plain_twin(ft).eval())
+    watch = RunOptions(progress=False, eval_every=cfg.eval_every, eval_sequences=512,
+                       callbacks={"rev_v1": lambda st: _flatten(meter(st.model))})
+    _, report = train_or_load(realign_config(cfg), watch)
+    curve = [_unflatten({k[len("rev_v1."):]: v for k, v in e.items() if k != "step"})
+             for e in report["evals"]]
+    return {"pre": meter(plain_twin(pre).eval()), "steps": [e["step"] for e in
+            report["evals"]], "curve": curve, "train_seconds": report["train_seconds"]}
 
 # %% ../../nbs/13_em_reversal.ipynb #135991c7
 HEADER_WORLD = ProcessSpec("em_world", switch=0.125, headers=True, context_rate=0.05)
@@ -512,16 +500,15 @@ def inoculation_config(em: EMConfig):
 @experiment("em_inoculation", version=1)
 def em_inoculation(cfg: InoculationConfig) -> dict:
     "Pre-trained, plain and inoculated models, read with and without the context header."
-    with one_thread():
-        pre, plain = _models(cfg.em)
-        inoc = train_or_load(inoculation_config(cfg.em), RunOptions(progress=False))[0]
-        twins = {k: plain_twin(m).eval() for k, m in
-                 (("pre", pre), ("plain", plain), ("inoculated", inoc))}
-        out = {}
-        for header in ("plain", "context"):
-            meter = Meter(cfg.em, cfg.n_eval, twins["pre"], twins["plain"], header)
-            out[header] = {k: meter(m) for k, m in twins.items()}
-        return out
+    pre, plain = replication_models(cfg.em)
+    inoc = train_or_load(inoculation_config(cfg.em), RunOptions(progress=False))[0]
+    twins = {k: plain_twin(m).eval() for k, m in
+             (("pre", pre), ("plain", plain), ("inoculated", inoc))}
+    out = {}
+    for header in ("plain", "context"):
+        meter = Meter(cfg.em, cfg.n_eval, twins["pre"], twins["plain"], header)
+        out[header] = {k: meter(m) for k, m in twins.items()}
+    return out
 
 # %% ../../nbs/13_em_reversal.ipynb #97bd0691
 TASKS = ("T1", "T2", "T3")
@@ -562,7 +549,7 @@ def choose(table: "pd.DataFrame", by=("hook", "strength"),
     return {k: m.loc[best, k] for k in by}
 
 # %% ../../nbs/13_em_reversal.ipynb #24a2b9d5
-def over_seeds(rows: "pd.DataFrame") -> dict:
+def restoration_over_seeds(rows: "pd.DataFrame") -> dict:
     "mean_ci over seeds of every column the results keep, per task and summarised."
     ci = lambda col: mean_ci(rows[col].dropna().to_numpy()) if rows[col].notna().any() \
         else {"mean": math.nan, "ci_low": math.nan, "ci_high": math.nan, "seeds": 0}
