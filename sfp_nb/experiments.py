@@ -4,7 +4,8 @@
 
 # %% ../nbs/04a_experiments.ipynb #c4c6d71a
 from __future__ import annotations
-import contextlib, dataclasses, fcntl, json, logging, os, subprocess, time, warnings
+import contextlib, dataclasses, fcntl, importlib, json, logging, os, subprocess, threading
+import time, warnings
 from pathlib import Path
 from typing import Iterable, Literal
 import pandas as pd
@@ -14,7 +15,8 @@ from .core import (artifact_root, budget, config_hash, progress, project_root, w
                          show_progress, to_json)
 
 # %% auto #0
-__all__ = ['Backend', 'experiment', 'torch_threads', 'record_path', 'git_commit', 'load_record', 'run_experiment', 'sweep']
+__all__ = ['Backend', 'experiment', 'torch_threads', 'record_path', 'git_commit', 'load_record', 'run_experiment',
+           'register_dependency', 'sweep']
 
 # %% ../nbs/04a_experiments.ipynb #3f55a19b
 def experiment(name: str, version: int = 1,
@@ -73,6 +75,7 @@ def _read(path: Path, config) -> tuple[dict | None, str | None]:
         return None, "it holds the record of another config"
     if not isinstance(rec["result"], dict):
         return None, f"its result is a {type(rec['result']).__name__}, not a dict"
+    if why := _dependency_change(rec.get("depends")): return None, why
     return rec, None
 
 def load_record(fn, config) -> dict | None:
@@ -117,12 +120,35 @@ def run_experiment(fn, config, recompute: bool = False) -> dict:
         rec = {"experiment": name, "version": version,
                "config": dataclasses.asdict(config), "hash": config_hash(config),
                "result": result, "seconds": time.perf_counter() - t0,
+               "depends": dict(_DEPENDS),  # after fn: modules it imported have registered
                "sfp_version": sfp_nb.__version__, "git": git_commit(), "budget": budget(),
                "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
         text = to_json(rec)
         write_atomic(path, lambda tmp: tmp.write_text(text), "the record ")
     # the same JSON round trip as a record read from disk
     return json.loads(to_json(result))
+
+# %% ../nbs/04a_experiments.ipynb #6d2f8a10
+_DEPENDS: dict[str, int] = {}  # module -> the version of its code that records depend on
+
+def register_dependency(module: str,  # the module's import name, e.g. "sfp_nb.training"
+                        version: int):
+    "Declare `module`'s current `version`: records store it, recomputed when it changes."
+    if type(version) is not int:
+        raise TypeError(f"version of {module} must be an int, got {version!r}")
+    _DEPENDS[module] = version
+
+def _dependency_change(recorded) -> str | None:
+    "What changed since a record stored the versions `recorded` (None: nothing)."
+    if not isinstance(recorded, dict):
+        return "it records no dependency versions (written before records held them)"
+    for module, v in recorded.items():
+        if module not in _DEPENDS:  # importing it registers its version
+            with contextlib.suppress(ImportError): importlib.import_module(module)
+        if _DEPENDS.get(module) != v:
+            return (f"it was computed with {module} version {v}, "
+                    f"the current one is {_DEPENDS.get(module)}")
+    return None
 
 # %% ../nbs/04a_experiments.ipynb #443ce668
 Backend = Literal["serial", "loky", "dask"]  # where a sweep's jobs run
@@ -148,6 +174,20 @@ def _job(fn, config, env: dict) -> str:
     run_experiment(fn, config)
     return config_hash(config)
 
+def _exit_with(parent: int):
+    "Poll: end this process at once when its parent `parent` is gone (it was killed)."
+    while os.getppid() == parent: time.sleep(0.2)
+    os._exit(1)
+
+_WATCHED: set[int] = set()  # worker processes that run a watchdog
+
+def _watched_job(fn, config, env: dict) -> str:
+    "`_job` in a loky worker, which exits (mid-job) when the sweep's process dies."
+    if os.getpid() not in _WATCHED:  # one watchdog thread per worker process
+        _WATCHED.add(os.getpid())
+        threading.Thread(target=_exit_with, args=(os.getppid(),), daemon=True).start()
+    return _job(fn, config, env)
+
 @contextlib.contextmanager
 def _quiet(logger: str):
     "Raise `logger`'s level to ERROR for the duration."
@@ -164,7 +204,7 @@ def _run_jobs(fn, todo: list, backend: Backend, n_jobs: int, client, bar):
     elif backend == "loky":
         from joblib import Parallel, delayed
         for _ in Parallel(n_jobs=n_jobs, backend="loky", return_as="generator_unordered")(
-                delayed(_job)(fn, c, env) for c in todo):
+                delayed(_watched_job)(fn, c, env) for c in todo):
             bar.update()
     elif backend == "dask":
         from dask.distributed import Client, LocalCluster, as_completed

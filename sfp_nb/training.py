@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_training.ipynb #c9a2925c
 from __future__ import annotations
-import contextlib, copy, dataclasses, fcntl, hashlib, json, math, re, time, warnings
+import contextlib, copy, dataclasses, fcntl, json, math, re, time, warnings
 from dataclasses import dataclass, asdict, field
 from pathlib import Path
 from typing import Callable, Literal
@@ -14,27 +14,33 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from numpy import ndarray
 from torch import Tensor
-from safetensors.torch import save_file, load_file
 from transformer_lens.config import TransformerBridgeConfig
 from transformer_lens.model_bridge import TransformerBridge
 import transformer_lens.model_bridge.sources  # registers TransformerBridge.boot_native
 from transformer_lens.model_bridge.sources.native import NativeModel
-from .core import artifact_dir, artifact_root, config_hash, progress, show_progress, write_atomic
+from .core import artifact_dir, config_hash, progress, show_progress
 from .ghmm import GHMM
-from .experiments import torch_threads
+from .experiments import register_dependency, torch_threads
 from .interventions import Steer
+from .model_cache import (MODEL_FILES, ArtifactError, InvalidModel, check_lineage,
+                                check_report, check_stored_config, load_checkpoint,
+                                load_tensors, model_folder, parent_sha256, read_json,
+                                remove_if_empty, save_checkpoint, save_tensors_atomic,
+                                set_aside, sha256_file, stored_files, write_report,
+                                write_text_atomic)
 from .processes import ProcessSpec, check_number, loss_mask, make_process
 
 # %% auto #0
-__all__ = ['SCHEMA', 'NORMALIZATIONS', 'SHAPE_FIELDS', 'MODEL_FILES', 'TrainConfig', 'finetune_config', 'RunOptions',
-           'resolve_device', 'model_inputs', 'bridge_config', 'build_model', 'native_state', 'load_native_state',
-           'plain_twin', 'Adapter', 'attach_adapter', 'merge_adapter', 'model_log_probs', 'evaluate', 'lr_at',
-           'batch_tokens', 'eval_tokens', 'ArtifactError', 'parent_config', 'initial_model', 'train_step', 'TrainState',
-           'train', 'process_batch', 'load_model', 'train_or_load']
+__all__ = ['SCHEMA', 'NORMALIZATIONS', 'SHAPE_FIELDS', 'TrainConfig', 'finetune_config', 'RunOptions', 'resolve_device',
+           'model_inputs', 'bridge_config', 'build_model', 'native_state', 'load_native_state', 'plain_twin', 'Adapter',
+           'attach_adapter', 'merge_adapter', 'model_log_probs', 'evaluate', 'lr_at', 'batch_tokens', 'eval_tokens',
+           'parent_config', 'initial_model', 'train_step', 'TrainState', 'train', 'process_batch', 'load_model',
+           'train_or_load']
 
 # %% ../nbs/04_training.ipynb #45f6c99a
 # bump when the meaning of a config field changes: old artifacts are then never loaded
 SCHEMA = 2
+register_dependency("sfp_nb.training", SCHEMA)  # experiment records depend on it
 NORMALIZATIONS = {"LN": "LN", "LNPre": "LNPre", "RMS": "RMS", "RMSPre": "RMSPre", "none": None}
 SHAPE_FIELDS = ("n_layers", "d_model", "n_heads", "d_mlp", "act_fn", "normalization",
                 "n_ctx", "d_vocab")
@@ -368,84 +374,15 @@ def eval_tokens(cfg: TrainConfig, process: GHMM,
     return process.sample(n, cfg.seq_len,
                           seed=np.random.default_rng([cfg.seed, 2**31, 1]))
 
-# %% ../nbs/04_training.ipynb #58e110d1
-class ArtifactError(RuntimeError):
-    "A cached artifact is corrupt, missing, or of another config than the one asked for."
-
-def _sha256(path: Path) -> str: return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-def _atomic_write_text(path: Path, text: str): write_atomic(path, lambda t: t.write_text(text))
-
-def _atomic_save(tensors: dict, path: Path): write_atomic(path, lambda t: save_file(tensors, str(t)))
-
-def _read_json(path: Path) -> dict:
-    try: return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ArtifactError(f"{path} is unreadable or corrupt ({e}); "
-                            "delete its folder to retrain") from e
-
-def _load_tensors(path: Path) -> dict[str, Tensor]:
-    try: return load_file(str(path))  # safetensors: plain tensors, never unpickles code
-    except Exception as e:
-        raise ArtifactError(f"{path} is corrupt ({type(e).__name__}: {e}); "
-                            "delete its folder to retrain") from e
-
-def _config_json(cfg: TrainConfig): return json.loads(json.dumps(asdict(cfg)))
-
-def _check_artifact_config(folder: Path, cfg: TrainConfig):
-    stored = _read_json(folder / "config.json")
-    if stored != _config_json(cfg):
-        raise ArtifactError(f"{folder} holds a model of another config (stored {stored}, "
-                            f"asked {asdict(cfg)}); delete it to retrain")
-
-# %% ../nbs/04_training.ipynb #fb79f65f
-def _save_checkpoint(folder: Path, cfg: TrainConfig, twin: NativeModel,
-                     opt: torch.optim.Optimizer, step: int, log: dict):
-    names = {id(p): n for n, p in twin.named_parameters()}
-    tensors = {f"model.{n}": p.detach().cpu().contiguous()
-               for n, p in twin.named_parameters()}
-    opt_steps = {}
-    for p, st in opt.state.items():
-        n = names[id(p)]
-        tensors[f"opt.{n}.exp_avg"], tensors[f"opt.{n}.exp_avg_sq"] = (
-            st["exp_avg"].cpu().contiguous(), st["exp_avg_sq"].cpu().contiguous())
-        opt_steps[n] = float(st["step"])
-    _atomic_save(tensors, folder / "checkpoint.safetensors")
-    _atomic_write_text(folder / "checkpoint.json", json.dumps(
-        {"config": asdict(cfg), "step": step, "opt_steps": opt_steps, **log,
-         "sha256": _sha256(folder / "checkpoint.safetensors")}))
-
-def _load_checkpoint(folder: Path, cfg: TrainConfig, twin: NativeModel,
-                     opt: torch.optim.Optimizer) -> tuple[int, dict]:
-    meta = _read_json(folder / "checkpoint.json")
-    if meta.get("config") != _config_json(cfg):
-        raise ArtifactError(f"{folder}/checkpoint.json belongs to another config")
-    if _sha256(folder / "checkpoint.safetensors") != meta["sha256"]:
-        raise ArtifactError(f"{folder}/checkpoint.safetensors does not match its "
-                            "checksum; delete it to restart")
-    tensors = _load_tensors(folder / "checkpoint.safetensors")
-    with torch.no_grad():
-        for n, p in twin.named_parameters():
-            if f"model.{n}" not in tensors or tensors[f"model.{n}"].shape != p.shape:
-                raise ArtifactError(f"checkpoint in {folder} does not fit the model "
-                                    f"({n})")
-            p.copy_(tensors[f"model.{n}"])
-            if n in meta["opt_steps"]:
-                opt.state[p] = {
-                    "step": torch.tensor(meta["opt_steps"][n]),
-                    "exp_avg": tensors[f"opt.{n}.exp_avg"].to(p.device).clone(),
-                    "exp_avg_sq": tensors[f"opt.{n}.exp_avg_sq"].to(p.device).clone()}
-    return int(meta["step"]), {k: meta[k] for k in ("history", "evals", "seconds")}
-
 # %% ../nbs/04_training.ipynb #74deaccd
 def parent_config(cfg: TrainConfig) -> TrainConfig | None:
     "The config of `cfg`'s parent (from its cached folder); None if trained from scratch."
     if not cfg.init_from: return None
-    folder = artifact_root() / "model" / cfg.init_from
+    folder = model_folder(cfg.init_from)
     if not (folder / "config.json").exists():
         raise ArtifactError(f"parent model {cfg.init_from} is not in {folder.parent}: "
                             "train it first (train_or_load(parent_config))")
-    parent = TrainConfig.from_dict(_read_json(folder / "config.json"))
+    parent = TrainConfig.from_dict(read_json(folder / "config.json"))
     diff = [f for f in SHAPE_FIELDS if getattr(parent, f) != getattr(cfg, f)]
     if diff:
         raise ValueError(f"a fine-tune must keep its parent's shape; it changes {diff}")
@@ -540,7 +477,7 @@ def train(cfg: TrainConfig, run: RunOptions | None = None, until: int | None = N
     twin = twin.to(device).train()
     opt = torch.optim.AdamW(_trainable(twin, cfg), lr=cfg.lr,
                             weight_decay=cfg.weight_decay, foreach=True)
-    start, log = (_load_checkpoint(folder, cfg, twin, opt)
+    start, log = (load_checkpoint(folder, cfg, twin, opt)
                   if (folder / "checkpoint.json").exists()
                   else (0, {"history": [], "evals": [], "seconds": 0.0}))
     parent = (plain_twin(load_model(parent_config(cfg))[0]).to(device).eval()
@@ -579,7 +516,7 @@ def train(cfg: TrainConfig, run: RunOptions | None = None, until: int | None = N
                     # on the bridge: no training-time edit
                     log["evals"].append(_callbacks(run, step + 1, model, twin, cfg))
                 if (step + 1) % run.checkpoint_every == 0 or step + 1 == until:
-                    _save_checkpoint(folder, cfg, twin, opt, step + 1,
+                    save_checkpoint(folder, cfg, twin, opt, step + 1,
                                      {**log, "seconds": log["seconds"]
                                       + time.perf_counter() - t0})
         bar.close()
@@ -596,8 +533,6 @@ def process_batch(process: GHMM, cfg: TrainConfig,
                           seed=np.random.default_rng([cfg.seed, 2**31, 4, step]))
 
 # %% ../nbs/04_training.ipynb #f21c018d
-MODEL_FILES = ("model.safetensors", "config.json", "report.json")  # a finished model's
-
 def _diverged(folder: Path, cfg: TrainConfig, loss: float,
               step: int | None = None) -> FloatingPointError:
     "Remove a diverged run's checkpoint and model files; the error naming its config."
@@ -619,11 +554,13 @@ def _finish(folder: Path, cfg: TrainConfig, model: TransformerBridge, log: dict,
               **evaluate(model, process, eval_tokens(cfg, process, run.eval_sequences))}
     if not math.isfinite(report["model_loss"]):
         raise _diverged(folder, cfg, report["model_loss"])
-    _atomic_save(native_state(model), folder / "model.safetensors")
-    report["sha256"] = _sha256(folder / "model.safetensors")
-    _atomic_write_text(folder / "config.json",
-                       json.dumps(asdict(cfg), indent=1, sort_keys=True))
-    _atomic_write_text(folder / "report.json", json.dumps(report, indent=1))
+    save_tensors_atomic(native_state(model), folder / "model.safetensors")
+    report["sha256"] = sha256_file(folder / "model.safetensors")
+    # the parent's weights this run continued: the child is stale once they change
+    if cfg.init_from: report["parent_sha256"] = parent_sha256(cfg.init_from)
+    write_text_atomic(folder / "config.json",
+                      json.dumps(asdict(cfg), indent=1, sort_keys=True))
+    report = write_report(folder, report)
     for f in ("checkpoint.safetensors", "checkpoint.json"):
         (folder / f).unlink(missing_ok=True)
     return report
@@ -634,14 +571,15 @@ def load_model(cfg: TrainConfig, folder: Path | None = None,
     folder = artifact_dir("model", cfg) if folder is None else Path(folder)
     if not (folder / "model.safetensors").exists():
         raise ArtifactError(f"no trained model in {folder}")
-    _check_artifact_config(folder, cfg)
-    report = _read_json(folder / "report.json")
-    if _sha256(folder / "model.safetensors") != report.get("sha256"):
-        raise ArtifactError(f"{folder}/model.safetensors does not match the checksum in "
-                            "report.json; delete the folder to retrain")
+    check_stored_config(folder, cfg)
+    report = read_json(folder / "report.json", InvalidModel)
+    check_report(folder, report); check_lineage(folder, report)
+    if sha256_file(folder / "model.safetensors") != report.get("sha256"):
+        raise InvalidModel(f"{folder}/model.safetensors does not match the checksum in "
+                           "report.json")
     try:
         model = load_native_state(build_model(cfg),
-                                  _load_tensors(folder / "model.safetensors"))
+                                  load_tensors(folder / "model.safetensors"))
     except ValueError as e: raise ArtifactError(f"{folder}: {e}") from e
     device = resolve_device(device)
     return (model if device.type == "cpu" else model.to(device)).eval(), report
@@ -651,22 +589,12 @@ def _has_evals(report: dict, run: RunOptions) -> bool:
         report.get("eval_every") == run.eval_every
         and set(report.get("callbacks", ())) >= set(run.callbacks))
 
-def _stored(folder: Path) -> list[str]:
-    return [f for f in MODEL_FILES if (folder / f).exists()]
-
-def _remove_if_empty(folder: Path):
-    "Remove `folder` (and an empty `model/`) if it holds only its lock: a run failed early."
-    with contextlib.suppress(OSError):
-        if {f.name for f in folder.iterdir()} <= {".lock"}:
-            (folder / ".lock").unlink(missing_ok=True); folder.rmdir()
-            folder.parent.rmdir()  # only if no other model is there
-
 def train_or_load(cfg: TrainConfig, run: RunOptions | None = None,
                   retrain: bool = False) -> tuple[TransformerBridge, dict]:
     "The model of `cfg` from its artifact folder, or else trained (resuming) and cached."
     run = (run or RunOptions()).check()
     folder = artifact_dir("model", cfg)
-    if not retrain and len(_stored(folder)) == len(MODEL_FILES):
+    if not retrain and len(stored_files(folder)) == len(MODEL_FILES):
         # a stored model is read without the lock, so a read-only folder serves it
         try: model, report = load_model(cfg, folder, run.device)
         except (ArtifactError, OSError): pass  # rewritten, or damaged: see under the lock
@@ -679,10 +607,12 @@ def train_or_load(cfg: TrainConfig, run: RunOptions | None = None,
         with open(folder / ".lock", "w") as lock:
             # one trainer per config; concurrent callers wait, then load its model
             fcntl.flock(lock, fcntl.LOCK_EX)
-            stored = _stored(folder)
+            stored = stored_files(folder)
             if not retrain and len(stored) == len(MODEL_FILES):
-                model, report = load_model(cfg, folder, run.device)
-                if _has_evals(report, run): return model, report
+                try: model, report = load_model(cfg, folder, run.device)
+                except InvalidModel as e: set_aside(folder, str(e))  # kept; trained again
+                else:
+                    if _has_evals(report, run): return model, report
             elif not retrain and stored:
                 warnings.warn(f"{folder} is incomplete (it has {stored}, not all of "
                               f"{list(MODEL_FILES)}: a run stopped while saving); "
@@ -695,5 +625,5 @@ def train_or_load(cfg: TrainConfig, run: RunOptions | None = None,
             _finish(folder, cfg, model, log, run)
             return load_model(cfg, folder, run.device)
     except BaseException:
-        _remove_if_empty(folder)
+        remove_if_empty(folder)
         raise

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from transformer_lens.config import TransformerBridgeConfig
 from transformer_lens.model_bridge import TransformerBridge
 import transformer_lens.model_bridge.sources  # noqa: F401  registers boot_native
-from sfp_nb import training
+from sfp_nb import model_cache, training
 from sfp_nb.core import artifact_dir, config_hash
 from sfp_nb.emworld import em_world, task_revealing, token_tasks
 from sfp_nb.experiments import experiment, load_record, record_path, run_experiment, sweep
@@ -152,19 +152,99 @@ def test_a_non_finite_final_loss_is_never_cached(store, monkeypatch):
 def test_a_folder_left_incomplete_by_a_crash_is_repaired_with_a_warning(store, monkeypatch):
     _, first = train_or_load(TINY, QUIET)
     folder = artifact_dir("model", TINY)
-    real = training._atomic_write_text
+    real = training.write_text_atomic
     def crash(path, text):  # the process dies after the weights, before the config
         if path.name == "config.json": raise KeyboardInterrupt
         real(path, text)
-    monkeypatch.setattr(training, "_atomic_write_text", crash)
+    monkeypatch.setattr(training, "write_text_atomic", crash)
     with pytest.raises(KeyboardInterrupt):
         train_or_load(TINY, QUIET, retrain=True)
-    monkeypatch.setattr(training, "_atomic_write_text", real)
+    monkeypatch.setattr(training, "write_text_atomic", real)
     assert (folder / "model.safetensors").exists() and not (folder / "config.json").exists()
     with pytest.warns(UserWarning, match=re.escape(f"{folder} is incomplete")):
         _, again = train_or_load(TINY, QUIET)
     assert again["sha256"] == first["sha256"]  # deterministic: the same weights
     assert {p.name for p in folder.iterdir()} == {".lock", *training.MODEL_FILES}
+
+
+
+def other_weights(cfg: TrainConfig):
+    "Give cached model `cfg` other weights under a consistent report, as a retrain elsewhere would."
+    folder = artifact_dir("model", cfg)
+    state = model_cache.load_tensors(folder / "model.safetensors")
+    model_cache.save_tensors_atomic({k: v + 0.01 for k, v in state.items()}, folder / "model.safetensors")
+    report = json.loads((folder / "report.json").read_text())
+    model_cache.write_report(folder, {**report, "sha256": model_cache.sha256_file(folder / "model.safetensors")})
+
+
+def test_a_fine_tune_of_a_retrained_parent_is_moved_aside_and_retrained(store):
+    child = training.finetune_config(TINY, "z1r", steps=3)
+    train_or_load(TINY, QUIET)
+    _, first = train_or_load(child, QUIET)
+    assert first["parent_sha256"] == load_model(TINY)[1]["sha256"]
+    other_weights(TINY)
+    folder = artifact_dir("model", child)
+    why = (f"{folder} was fine-tuned from other weights of its parent {config_hash(TINY)} "
+           f"(sha256 {first['parent_sha256'][:12]}, now ")
+    with pytest.raises(training.InvalidModel, match=re.escape(why)): load_model(child)
+    with pytest.warns(UserWarning, match=re.escape(why) + ".*the parent was retrained; its files are "
+                      f"moved aside to {folder.name}.invalid-1"):
+        _, again = train_or_load(child, QUIET)
+    assert again["parent_sha256"] == load_model(TINY)[1]["sha256"] != first["parent_sha256"]
+    assert again["sha256"] != first["sha256"]  # it continues the new parent
+    aside = folder.with_name(folder.name + ".invalid-1")
+    assert json.loads((aside / "report.json").read_text())["sha256"] == first["sha256"]  # kept
+    assert {p.name for p in folder.iterdir()} == {".lock", *training.MODEL_FILES}
+    assert load_model(child)[1]["sha256"] == again["sha256"]  # served from now on
+
+
+def test_a_fine_tune_whose_parent_is_gone_is_not_served_and_names_the_parent(store):
+    "Never served; kept in place, since the parent, trained again, may hold the same weights."
+    import shutil
+    child = training.finetune_config(TINY, "z1r", steps=3)
+    train_or_load(TINY, QUIET); _, first = train_or_load(child, QUIET)
+    shutil.rmtree(artifact_dir("model", TINY))
+    folder = artifact_dir("model", child)
+    with pytest.raises(training.InvalidModel, match=re.escape(
+            f"{folder} was fine-tuned from {config_hash(TINY)}, which is no longer cached")):
+        load_model(child)
+    with pytest.raises(training.ArtifactError, match=f"parent model {config_hash(TINY)} is not in .*train it first"):
+        train_or_load(child, QUIET)
+    train_or_load(TINY, QUIET)  # deterministic: the parent's weights again, so the child is valid
+    assert train_or_load(child, QUIET)[1]["sha256"] == first["sha256"]
+    assert not folder.with_name(folder.name + ".invalid-1").exists()
+
+
+def test_an_edited_report_is_never_served_but_moved_aside_and_retrained(store):
+    _, first = train_or_load(TINY, QUIET)
+    folder = artifact_dir("model", TINY)
+    report = json.loads((folder / "report.json").read_text())
+    assert report["report_sha256"] == model_cache.report_checksum(report)
+    (folder / "report.json").write_text(json.dumps({**report, "gap": report["gap"] / 10}, indent=1))
+    with pytest.raises(training.InvalidModel, match=re.escape(f"{folder}/report.json does not match "
+                                                               "its own checksum")):
+        load_model(TINY)
+    with pytest.warns(UserWarning, match=re.escape(f"{folder}/report.json does not match its own "
+                                                   f"checksum (edited or damaged); its files are moved "
+                                                   f"aside to {folder.name}.invalid-1")):
+        _, again = train_or_load(TINY, QUIET)
+    assert again["gap"] == first["gap"] and again["sha256"] == first["sha256"]  # deterministic
+
+
+@pytest.mark.parametrize("field,value", [("model_loss", math.nan), ("gap", math.inf), ("gap", None)])
+def test_a_model_cached_with_a_non_finite_loss_by_older_code_is_retrained(store, field, value):
+    _, first = train_or_load(TINY, QUIET)
+    folder = artifact_dir("model", TINY)
+    report = json.loads((folder / "report.json").read_text())
+    del report["report_sha256"]  # written by older code: no checksum of its own
+    (folder / "report.json").write_text(json.dumps({**report, field: value}, indent=1))
+    with pytest.raises(training.InvalidModel, match=f"has a final {field} of {value!r}, not a finite"):
+        load_model(TINY)
+    with pytest.warns(UserWarning, match=re.escape(f"{folder}/report.json has a final {field} of {value!r}")):
+        _, again = train_or_load(TINY, QUIET)
+    assert math.isfinite(again[field]) and again["sha256"] == first["sha256"]
+    kept = json.loads((folder.with_name(folder.name + ".invalid-1") / "report.json").read_text())[field]
+    assert repr(kept) == repr(value)  # kept as it was
 
 
 # ---------------------------------------------------------------- 3. steering vectors
@@ -414,7 +494,7 @@ def read_only(monkeypatch):
         for name in ("replace", "rename", "unlink", "remove", "mkdir", "rmdir"):
             monkeypatch.setattr(os, name, refuse)
         monkeypatch.setattr(fcntl, "flock", refuse)
-        monkeypatch.setattr(training, "save_file", refuse)
+        monkeypatch.setattr(model_cache, "save_file", refuse)
     yield enable
     monkeypatch.undo()
     for root in roots:
@@ -453,17 +533,17 @@ def test_a_record_write_that_fails_half_way_leaves_nothing_partial(store, monkey
 
 
 def test_a_model_write_that_fails_half_way_leaves_nothing_partial(store, monkeypatch):
-    real = training.save_file
+    real = model_cache.save_file
     def full_disk(tensors, name):
         if Path(name).name.startswith("model.safetensors"):
             Path(name).write_bytes(b"\0" * 100); raise OSError(errno.ENOSPC, "No space left on device")
         return real(tensors, name)
-    monkeypatch.setattr(training, "save_file", full_disk)
+    monkeypatch.setattr(model_cache, "save_file", full_disk)
     folder = artifact_dir("model", TINY)
     with pytest.raises(OSError, match=re.escape(f"could not write {folder}/model.safetensors: No space left")):
         train_or_load(TINY, QUIET)
     assert not list(folder.glob("*.tmp")) and not (folder / "model.safetensors").exists()
-    monkeypatch.setattr(training, "save_file", real)
+    monkeypatch.setattr(model_cache, "save_file", real)
     model, report = train_or_load(TINY, QUIET)  # resumes from the last checkpoint
     assert load_model(TINY)[1]["sha256"] == report["sha256"]
     assert not list(folder.glob("*.tmp"))

@@ -14,6 +14,8 @@ EXP = textwrap.dedent('''
     @experiment("slow_square")
     def slow_square(cfg: Slow) -> dict:
         with open(os.environ["CALL_LOG"], "a") as f: f.write(f"{cfg.x}\\n")
+        if "PID_LOG" in os.environ:
+            with open(os.environ["PID_LOG"], "a") as f: f.write(f"{os.getpid()}\\n")
         time.sleep(float(os.environ.get("SLEEP", "0")))
         return {"y": cfg.x ** 2, "nested": {"half": cfg.x / 2}, "curve": [1, 2, 3, 4, 5, 6, 7, 8, 9]}
 ''')
@@ -82,3 +84,80 @@ def test_bad_input(slow):
     with pytest.raises(ValueError, match="same config twice"): sweep(slow.slow_square, [slow.Slow(1)] * 2, show=False)
     with pytest.raises(ValueError, match="not an experiment"): run_experiment(lambda c: {}, slow.Slow(1))
     with pytest.raises(TypeError, match="dataclass"): run_experiment(slow.slow_square, {"x": 1})
+
+
+def test_a_record_of_another_dependency_version_is_moved_aside_and_recomputed(slow, tmp_path):
+    from sfp_nb.experiments import register_dependency, _DEPENDS
+    register_dependency("test_dep_lib", 1)
+    try:
+        run_experiment(slow.slow_square, slow.Slow(4))
+        path = record_path(slow.slow_square, slow.Slow(4))
+        assert json.loads(path.read_text())["depends"]["test_dep_lib"] == 1
+        register_dependency("test_dep_lib", 2)   # the library's code changed
+        assert load_record(slow.slow_square, slow.Slow(4)) is None   # never served
+        with pytest.warns(UserWarning, match=f"{path}: it was computed with test_dep_lib version 1, "
+                                             "the current one is 2; moved aside to .*invalid-1"):
+            assert run_experiment(slow.slow_square, slow.Slow(4))["y"] == 16
+        assert calls(tmp_path) == [4, 4] and load_record(slow.slow_square, slow.Slow(4))["depends"]["test_dep_lib"] == 2
+    finally: _DEPENDS.pop("test_dep_lib", None)
+
+
+def test_a_record_of_another_training_schema_or_of_older_code_is_recomputed(slow, tmp_path):
+    from sfp_nb import training
+    run_experiment(slow.slow_square, slow.Slow(6))
+    path = record_path(slow.slow_square, slow.Slow(6))
+    rec = json.loads(path.read_text())
+    assert rec["depends"]["sfp_nb.training"] == training.SCHEMA
+    # a record of the previous training schema; then one written before records held dependencies
+    for old, why in (({**rec, "depends": {"sfp_nb.training": training.SCHEMA - 1}},
+                      f"sfp_nb.training version {training.SCHEMA - 1}, the current one is {training.SCHEMA}"),
+                     ({k: v for k, v in rec.items() if k != "depends"}, "records no dependency versions")):
+        path.write_text(json.dumps(old))
+        assert load_record(slow.slow_square, slow.Slow(6)) is None
+        with pytest.warns(UserWarning, match=why):
+            t = sweep(slow.slow_square, [slow.Slow(6)], backend="serial", show=False)
+        assert t.y.tolist() == [36]
+    assert calls(tmp_path) == [6, 6, 6] and len(list(path.parent.glob(path.name + ".invalid-*"))) == 2
+    # a reader that has not imported training imports it to learn its version: the record is served
+    script = ("import sys; sys.path.insert(0, %r); import slowexp; from sfp_nb.experiments import load_record, _DEPENDS; "
+              "assert 'sfp_nb.training' not in sys.modules; "
+              "assert load_record(slowexp.slow_square, slowexp.Slow(6))['result']['y'] == 36; "
+              "assert _DEPENDS['sfp_nb.training'] == %d") % (str(tmp_path), training.SCHEMA)
+    subprocess.run([sys.executable, "-c", script], check=True)
+
+
+def _alive(pid: int) -> bool:
+    "Whether process `pid` exists and is not a zombie (an orphan's zombie may wait for a reaper)."
+    try: import psutil
+    except ImportError:
+        try: return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError: return False
+    try: return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess: return False
+
+
+def test_killing_a_sweep_ends_its_loky_workers(slow, tmp_path):
+    "SIGKILL to the sweep's process only (not its group): its workers exit within seconds, not after their jobs."
+    import signal
+    pids = tmp_path / "pids.log"
+    script = ("import sys; sys.path.insert(0, %r); import slowexp; from sfp_nb.experiments import sweep; "
+              "sweep(slowexp.slow_square, [slowexp.Slow(x) for x in range(4)], backend='loky', n_jobs=2, show=False)"
+              ) % str(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "SLEEP": "60", "PID_LOG": str(pids)})
+    workers = []
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and len(workers) < 2:
+            time.sleep(0.1)
+            workers = [int(p) for p in pids.read_text().split()] if pids.exists() else []
+        assert len(workers) == 2, "the workers never started"
+        assert all(_alive(p) for p in workers)
+        os.kill(proc.pid, signal.SIGKILL); proc.wait()
+        deadline = time.time() + 5
+        while time.time() < deadline and any(_alive(p) for p in workers): time.sleep(0.1)
+        assert not any(_alive(p) for p in workers), f"workers {workers} outlived their sweep"
+        assert load_record(slow.slow_square, slow.Slow(0)) is None   # killed mid-job: nothing stored
+    finally:
+        for p in workers:
+            try: os.kill(p, signal.SIGKILL)
+            except ProcessLookupError: pass
