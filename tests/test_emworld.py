@@ -153,10 +153,13 @@ def test_sampling_is_deterministic_and_specs_round_trip():
     again = ProcessSpec.from_dict(json.loads(json.dumps(spec.to_dict())))
     assert again == spec and np.allclose(again.build().T, g.T)
 
-def test_family_registers_lazily_in_a_fresh_interpreter():
-    code = ("from sfp_nb.processes import ProcessSpec, loss_mask; import numpy as np; "
-            "g = ProcessSpec('em_world', switch=0.1).build(); "
-            "print(loss_mask('em_reply', g.sample(2, 4, seed=0), g).shape)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+def test_family_registers_explicitly_in_a_fresh_interpreter():
+    "Nothing is discovered behind the reader's back: em_world exists once sfp_nb.emworld is imported."
+    run = lambda code: subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = run("from sfp_nb.processes import ProcessSpec; ProcessSpec('em_world')")
+    assert out.returncode != 0 and "e.g. sfp_nb.emworld for em_world" in out.stderr
+    out = run("from sfp_nb.processes import ProcessSpec, loss_mask; import sfp_nb.emworld; "
+              "g = ProcessSpec('em_world', switch=0.1).build(); "
+              "print(loss_mask('em_reply', g.sample(2, 4, seed=0), g).shape)")
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "(2, 4)"
