@@ -14,7 +14,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from sfp_nb.core import by_budget, save_results
 from sfp_nb.processes import make_process
-from sfp_nb.training import RunOptions, TrainConfig, batch_tokens, build_model, model_inputs, plain_twin, train, train_step
+from sfp_nb.training import RunOptions, TrainConfig, batch_tokens, build_model, masked_ce, model_inputs, plain_twin, train
 
 
 def gemm_flops(n: int = 2048, repeats: int = 7) -> float:
@@ -61,6 +61,16 @@ def time_steps(step_fn, n_steps: int, repeats: int, warmup: int = 1) -> float:
         for _ in range(n_steps): step_fn()
         best = min(best, (time.perf_counter() - t0) / n_steps)
     return best
+
+
+def train_step(model, opt, inputs, targets, lr: float) -> torch.Tensor:
+    "One AdamW step of a single model on the mean cross-entropy (the variants' unit of work)."
+    for g in opt.param_groups: g["lr"] = lr
+    loss = masked_ce(model(inputs), targets, None)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.detach()
 
 
 def make_variant(name: str, cfg: TrainConfig, model_kind: str = "plain", fused: bool = False, compile: bool = False,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib, dataclasses, fcntl, functools, importlib, json, logging, os, subprocess, threading
 import time, warnings
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Callable, Iterable, Literal
 import pandas as pd
 import torch
 import sfp_nb
@@ -20,7 +20,11 @@ __all__ = ['Backend', 'experiment', 'torch_threads', 'record_path', 'git_commit'
 
 # %% ../nbs/library/04a_experiments.ipynb #3f55a19b
 def experiment(name: str, version: int = 1,
-               threads: int | None = 1):  # torch CPU threads while it computes (None: the caller's)
+               threads: int | None = 1,  # torch CPU threads while it computes (None: the caller's)
+               # prepare(configs, n_jobs) -> rounds of jobs (zero-argument callables) that make
+               # what these configs load, e.g. their models trained as ensembles; a sweep runs
+               # them first, round by round, each round's jobs in parallel
+               prepare: Callable[[list, int], list[list[Callable[[], object]]]] | None = None):
     "Decorator: `fn(config) -> dict` becomes the cached experiment `name` (of `version`)."
     if threads is not None and (type(threads) is not int or threads < 1):
         raise ValueError(f"threads of experiment {name!r} must be an integer >= 1 or None, got {threads!r}")
@@ -29,6 +33,7 @@ def experiment(name: str, version: int = 1,
         def run(config):  # a direct call is capped too, not only run_experiment's
             with torch_threads(threads): return fn(config)
         run.experiment_name, run.experiment_version, run.experiment_threads = name, version, threads
+        run.experiment_prepare = prepare
         return run
     return deco
 
@@ -171,11 +176,10 @@ def _environment() -> dict:
     return {"SFP_BUDGET": budget(), "SFP_HOME": str(project_root()),
             "SFP_ARTIFACTS": str(artifact_root()), "SFP_PROGRESS": "0"}
 
-def _job(fn, config, env: dict) -> str:
-    "Run one config in a worker, in the caller's environment."
+def _job(task: Callable[[], object], env: dict):
+    "Run `task` in a worker, in the caller's environment."
     os.environ.update(env)
-    run_experiment(fn, config)
-    return config_hash(config)
+    task()
 
 def _exit_with(parent: int):
     "Poll: end this process at once when its parent `parent` is gone (it was killed)."
@@ -184,12 +188,12 @@ def _exit_with(parent: int):
 
 _WATCHED: set[int] = set()  # worker processes that run a watchdog
 
-def _watched_job(fn, config, env: dict) -> str:
+def _watched_job(task: Callable[[], object], env: dict):
     "`_job` in a loky worker, which exits (mid-job) when the sweep's process dies."
     if os.getpid() not in _WATCHED:  # one watchdog thread per worker process
         _WATCHED.add(os.getpid())
         threading.Thread(target=_exit_with, args=(os.getppid(),), daemon=True).start()
-    return _job(fn, config, env)
+    _job(task, env)
 
 @contextlib.contextmanager
 def _quiet(logger: str):
@@ -200,30 +204,38 @@ def _quiet(logger: str):
     try: yield
     finally: log.setLevel(old)
 
-def _run_jobs(fn, todo: list, backend: Backend, n_jobs: int, client, bar):
-    env = _environment()
+def _run_jobs(tasks: list[Callable[[], object]], backend: Backend, n_jobs: int, client,
+              bar=None):
+    "Run every task on `backend` (in parallel but for 'serial'); tick `bar` as each ends."
+    env, tick = _environment(), (bar.update if bar is not None else lambda: None)
     if backend == "serial":
-        for c in todo: _job(fn, c, env); bar.update()
+        for t in tasks: _job(t, env); tick()
     elif backend == "loky":
         from joblib import Parallel, delayed
         for _ in Parallel(n_jobs=n_jobs, backend="loky", return_as="generator_unordered")(
-                delayed(_watched_job)(fn, c, env) for c in todo):
-            bar.update()
+                delayed(_watched_job)(t, env) for t in tasks):
+            tick()
     elif backend == "dask":
-        from dask.distributed import Client, LocalCluster, as_completed
-        with contextlib.ExitStack() as stack:
-            # a cluster for this sweep; its shutdown chatter (stderr) must not reach pages
-            if client is None:
-                stack.enter_context(_quiet("distributed"))
-                cluster = stack.enter_context(LocalCluster(
-                    n_workers=n_jobs, threads_per_worker=1, processes=True,
-                    dashboard_address=None, silence_logs=logging.ERROR))
-                client = stack.enter_context(Client(cluster))
-            elif isinstance(client, str): client = stack.enter_context(Client(client))
-            for f in as_completed(client.map(_job, [fn] * len(todo), todo, env=env,
-                                             pure=False)):
-                f.result(); bar.update()
+        from dask.distributed import as_completed
+        for f in as_completed(client.map(_job, tasks, env=env, pure=False)):
+            f.result(); tick()
     else: raise ValueError(f"backend must be 'serial', 'loky' or 'dask', got {backend!r}")
+
+@contextlib.contextmanager
+def _dask_client(backend: Backend, n_jobs: int, client):
+    "The sweep's Dask client: `client`, one to its address, or a local cluster's (else None)."
+    if backend != "dask": yield None; return
+    from dask.distributed import Client, LocalCluster
+    with contextlib.ExitStack() as stack:
+        # a cluster for this sweep; its shutdown chatter (stderr) must not reach pages
+        if client is None:
+            stack.enter_context(_quiet("distributed"))
+            cluster = stack.enter_context(LocalCluster(
+                n_workers=n_jobs, threads_per_worker=1, processes=True,
+                dashboard_address=None, silence_logs=logging.ERROR))
+            client = stack.enter_context(Client(cluster))
+        elif isinstance(client, str): client = stack.enter_context(Client(client))
+        yield client
 
 def sweep(fn, configs: Iterable, backend: Backend = "loky", n_jobs: int = 2, client=None,
           show: bool | None = None) -> pd.DataFrame:
@@ -242,7 +254,13 @@ def sweep(fn, configs: Iterable, backend: Backend = "loky", n_jobs: int = 2, cli
     with progress(total=len(configs), initial=len(configs) - len(todo),
                   desc=f"sweep {_name(fn)[0]}",
                   disable=not (show_progress() if show is None else show)) as bar:
-        if todo: _run_jobs(fn, todo, backend, n_jobs, client, bar)
+        if todo:
+            with _dask_client(backend, n_jobs, client) as client:
+                if fn.experiment_prepare:  # e.g. their models, trained as ensembles
+                    for round_ in fn.experiment_prepare(todo, n_jobs):
+                        _run_jobs(round_, backend, n_jobs, client)
+                _run_jobs([functools.partial(run_experiment, fn, c) for c in todo],
+                          backend, n_jobs, client, bar)
     rows = []
     for c in configs:
         rec = load_record(fn, c)

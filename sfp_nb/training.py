@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from numpy import ndarray
 from torch import Tensor
+from torch.func import functional_call, vmap
 from transformer_lens.config import TransformerBridgeConfig
 from transformer_lens.model_bridge import TransformerBridge
 import transformer_lens.model_bridge.sources  # registers TransformerBridge.boot_native
@@ -31,15 +32,16 @@ from .model_cache import (MODEL_FILES, ArtifactError, InvalidModel, check_lineag
 from .processes import ProcessSpec, check_number, loss_mask, make_process
 
 # %% auto #0
-__all__ = ['SCHEMA', 'NORMALIZATIONS', 'SHAPE_FIELDS', 'TrainConfig', 'finetune_config', 'RunOptions', 'resolve_device',
-           'model_inputs', 'bridge_config', 'build_model', 'native_state', 'load_native_state', 'plain_twin', 'Adapter',
-           'attach_adapter', 'merge_adapter', 'model_log_probs', 'evaluate', 'lr_at', 'batch_tokens', 'eval_tokens',
-           'parent_config', 'initial_model', 'train_step', 'TrainState', 'train', 'process_batch', 'load_model',
-           'train_or_load']
+__all__ = ['SCHEMA', 'NORMALIZATIONS', 'SHAPE_FIELDS', 'MEMBER_FIELDS', 'TrainConfig', 'finetune_config', 'RunOptions',
+           'resolve_device', 'model_inputs', 'bridge_config', 'build_model', 'native_state', 'load_native_state',
+           'plain_twin', 'Adapter', 'attach_adapter', 'merge_adapter', 'model_log_probs', 'evaluate', 'lr_at',
+           'batch_tokens', 'eval_tokens', 'parent_config', 'initial_model', 'mark_trainable', 'masked_ce', 'mean_kl',
+           'TrainState', 'sync_bridge', 'callback_row', 'train_ensemble', 'train', 'process_batch', 'ensemble_key',
+           'Ensemble', 'Stack', 'save_trained', 'load_model', 'train_or_load', 'model_lock', 'serve_or_clear']
 
 # %% ../nbs/library/04_training.ipynb #45f6c99a
 # bump when the meaning of a config field changes: old artifacts are then never loaded
-SCHEMA = 2
+SCHEMA = 3  # 3: every model trains through the ensemble loop (batched kernels)
 register_dependency("sfp_nb.training", SCHEMA)  # experiment records depend on it
 NORMALIZATIONS = {"LN": "LN", "LNPre": "LNPre", "RMS": "RMS", "RMSPre": "RMSPre", "none": None}
 SHAPE_FIELDS = ("n_layers", "d_model", "n_heads", "d_mlp", "act_fn", "normalization",
@@ -396,7 +398,7 @@ def initial_model(cfg: TrainConfig) -> TransformerBridge:
             else load_native_state(model, native_state(load_model(parent)[0])))
 
 # %% ../nbs/library/04_training.ipynb #10e11a79
-def _trainable(twin: NativeModel, cfg: TrainConfig) -> list[torch.nn.Parameter]:
+def mark_trainable(twin: NativeModel, cfg: TrainConfig) -> list[torch.nn.Parameter]:
     "Mark which parameters train under `cfg` (requires_grad) and return them."
     adapter = cfg.trainable == "adapter"
     for n, p in twin.named_parameters():
@@ -408,28 +410,17 @@ def _trainable(twin: NativeModel, cfg: TrainConfig) -> list[torch.nn.Parameter]:
                          f"freeze={cfg.freeze}")
     return params
 
-def _masked_ce(logits: Tensor, targets: Tensor, mask: Tensor | None) -> Tensor:
+def masked_ce(logits: Tensor, targets: Tensor, mask: Tensor | None) -> Tensor:
+    "Mean cross-entropy over the positions where `mask` is 1 (None: every position)."
     ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
                          reduction="none")
     return (ce.mean() if mask is None
             else (ce * mask.reshape(-1)).sum() / mask.sum().clamp(min=1))
 
-def _kl_to(parent_logits: Tensor, logits: Tensor) -> Tensor:
+def mean_kl(parent_logits: Tensor, logits: Tensor) -> Tensor:
     "Mean over positions of KL(parent || model) in nats."
     lp, lq = F.log_softmax(parent_logits, -1), F.log_softmax(logits, -1)
     return (lp.exp() * (lp - lq)).sum(-1).mean()
-
-def train_step(twin: NativeModel, opt: torch.optim.Optimizer, inputs: Tensor,
-               targets: Tensor, lr: float, mask: Tensor | None = None,
-               kl: Callable[[], Tensor] | None = None) -> Tensor:
-    "One AdamW step on (masked) cross-entropy plus an optional `kl()`; the detached loss."
-    for g in opt.param_groups: g["lr"] = lr
-    loss = _masked_ce(twin(inputs), targets, mask)
-    if kl is not None: loss = loss + kl()
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    return loss.detach()
 
 @dataclass
 class TrainState:
@@ -441,8 +432,8 @@ class TrainState:
 
 # %% ../nbs/library/04_training.ipynb #99333d26
 @torch.no_grad()
-def _sync(model: TransformerBridge, twin: NativeModel,
-          cfg: TrainConfig) -> TransformerBridge:
+def sync_bridge(model: TransformerBridge, twin: NativeModel,
+                cfg: TrainConfig) -> TransformerBridge:
     "Copy the twin's weights (adapter merged in) into the bridge."
     state = {n: p for n, p in twin.named_parameters() if not n.startswith("adapter.")}
     if cfg.trainable == "adapter":
@@ -452,85 +443,182 @@ def _sync(model: TransformerBridge, twin: NativeModel,
     for n, p in model.named_parameters(): p.copy_(state[_plain_name(n)].cpu())
     return model
 
-def _callbacks(run: RunOptions, step: int, model, twin, cfg) -> dict:
+def callback_row(run: RunOptions, step: int, model: TransformerBridge, twin: NativeModel,
+                 cfg: TrainConfig) -> dict:
+    "The step and every callback's numbers, on the bridge synced from `twin`."
     ad = ({"A": twin.adapter.A.detach().cpu().clone(),
            "B": twin.adapter.B.detach().cpu().clone()}
           if cfg.trainable == "adapter" else None)
-    state = TrainState(step, _sync(model, twin, cfg).eval(), ad)
-    return {"step": step, **{k: v for name, fn in run.callbacks.items()
-                             for k, v in _prefixed(name, fn(state)).items()}}
+    state = TrainState(step, sync_bridge(model, twin, cfg).eval(), ad)
+    return {"step": step, **{f"{name}.{k}": v for name, fn in run.callbacks.items()
+                             for k, v in fn(state).items()}}
 
-def _prefixed(name: str, out: dict) -> dict:
-    return {f"{name}.{k}": v for k, v in out.items()}
+def _member_loss(template: NativeModel, parent: NativeModel | None, kl_weight: float):
+    "loss(params, inputs, targets, mask, parent params, KL inputs) of one member."
+    def loss(p, x, y, m, pp, kx):
+        out = masked_ce(functional_call(template, p, (x,)), y, m)
+        if parent is None: return out
+        with torch.no_grad(): ref = functional_call(parent, pp, (kx,))
+        return out + kl_weight * mean_kl(ref, functional_call(template, p, (kx,)))
+    return loss
+
+def _members(cfgs: tuple[TrainConfig, ...], device: torch.device):
+    "Each member's bridge and twin (adapter attached, trainable marked); the stack."
+    models = [initial_model(c) for c in cfgs]
+    twins = [plain_twin(m) for m in models]
+    for t, c in zip(twins, cfgs):
+        if c.trainable == "adapter": attach_adapter(t, c)
+        mark_trainable(t, c)
+    return models, twins, Stack(twins, device)
+
+def _parents(cfgs: tuple[TrainConfig, ...], device: torch.device):
+    "The KL penalty's parents: (their stack, one twin to run them through) or (None, None)."
+    if cfgs[0].kl_weight == 0: return None, None
+    twins = [plain_twin(load_model(parent_config(c))[0]) for c in cfgs]
+    return Stack(twins, device).requires_grad_(False), twins[0].to(device).eval()
+
+def _batch(cfgs, procs, kl_procs, step: int, device: torch.device, masked: bool):
+    "The stacked inputs, targets, loss masks (or None) and KL inputs (or None) of `step`."
+    tokens = [batch_tokens(c, p, step) for c, p in zip(cfgs, procs)]
+    x = torch.stack([model_inputs(t, p) for t, p in zip(tokens, procs)])
+    y = torch.stack([torch.as_tensor(t) for t in tokens])
+    m = (torch.stack([torch.as_tensor(loss_mask(c.loss_mask, t, p), dtype=torch.float32)
+                      for c, t, p in zip(cfgs, tokens, procs)]) if masked else None)
+    kx = (torch.stack([model_inputs(process_batch(kp, c, step), kp)
+                       for kp, c in zip(kl_procs, cfgs)]) if kl_procs else None)
+    return tuple(None if t is None else t.to(device) for t in (x, y, m, kx))
+
+def train_ensemble(members: Ensemble | list[TrainConfig], run: RunOptions | None = None,
+                   until: int | None = None,
+                   folder: Path | None = None) -> list[tuple[TransformerBridge, dict]]:
+    "Train every member as one model (resuming a checkpoint in `folder`) to step `until`."
+    ens = members if isinstance(members, Ensemble) else Ensemble(tuple(members))
+    cfgs, c0, S = ens.members, ens.members[0], len(ens.members)
+    run = (run or RunOptions()).check()
+    device = resolve_device(run.device)
+    folder = artifact_dir("ensemble", ens) if folder is None else Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    procs = [make_process(c.process) for c in cfgs]
+    models, twins, stack = _members(cfgs, device)
+    template = twins[0].to(device).train()  # every member's forward runs through it
+    opt = torch.optim.AdamW([p for p in stack.parameters() if p.requires_grad], lr=c0.lr,
+                            weight_decay=c0.weight_decay, foreach=True)
+    start, log = (load_checkpoint(folder, ens, stack, opt)
+                  if (folder / "checkpoint.json").exists()
+                  else (0, {"history": [[] for _ in cfgs], "evals": [[] for _ in cfgs],
+                            "seconds": 0.0}))
+    p_stack, parent = _parents(cfgs, device)
+    kl_procs = [make_process(c.kl_process) for c in cfgs] if parent is not None else None
+    masked = any(c.loss_mask != "all" for c in cfgs)
+    member_loss = vmap(_member_loss(template, parent, c0.kl_weight),
+                       in_dims=(0, 0, 0, 0 if masked else None, *[0 if parent is not None else None] * 2))
+    def evaluate_members(step):  # on each member's bridge: no training-time edit
+        for i, (c, model, twin) in enumerate(zip(cfgs, models, twins)):
+            log["evals"][i].append(callback_row(run, step, model,
+                                                stack.member_into(i, twin), c))
+    until = c0.steps if until is None else min(until, c0.steps)
+    with torch_threads(run.threads):
+        t0 = time.perf_counter()
+        if run.eval_every and start == 0 and not any(log["evals"]): evaluate_members(0)
+        bar = progress(range(start, until), desc=f"train {c0.process}" + f" x {S}" * (S > 1),
+                       initial=start, total=until,
+                       disable=not (show_progress() if run.progress is None
+                                    else run.progress))
+        with (c0.steer.apply(template) if c0.steer else contextlib.nullcontext()):
+            for step in bar:
+                x, y, m, kx = _batch(cfgs, procs, kl_procs, step, device, masked)
+                for g in opt.param_groups: g["lr"] = lr_at(c0, step)
+                losses = member_loss(stack.params(), x, y, m,
+                                     p_stack.params() if parent is not None else None, kx)
+                opt.zero_grad(set_to_none=True)
+                losses.sum().backward()  # each member's gradient is its own loss's
+                opt.step()
+                values = losses.detach().cpu().tolist()
+                for c, v in zip(cfgs, values):
+                    if not math.isfinite(v): raise _diverged(folder, c, v, step)
+                if step % run.log_every == 0 or step == c0.steps - 1:
+                    for h, v in zip(log["history"], values): h.append([step, v])
+                    bar.set_postfix(loss=f"{sum(values) / S:.4f}", refresh=False)
+                if run.eval_every and ((step + 1) % run.eval_every == 0
+                                       or step + 1 == c0.steps):
+                    evaluate_members(step + 1)
+                if (step + 1) % run.checkpoint_every == 0 or step + 1 == until:
+                    save_checkpoint(folder, ens, stack, opt, step + 1,
+                                    {**log, "seconds": log["seconds"]
+                                     + time.perf_counter() - t0})
+        bar.close()
+        log["seconds"] += time.perf_counter() - t0
+    out = []
+    for i, (c, model, twin) in enumerate(zip(cfgs, models, twins)):
+        stack.member_into(i, twin)
+        own = {"history": log["history"][i], "evals": log["evals"][i],
+               "seconds": log["seconds"] / S, "ensemble_size": S}
+        if c.trainable == "adapter":
+            own["adapter"] = {k: v.detach().cpu().tolist()
+                              for k, v in (("A", twin.adapter.A), ("B", twin.adapter.B))}
+        out.append((sync_bridge(model, twin, c).eval(), own))
+    return out
 
 def train(cfg: TrainConfig, run: RunOptions | None = None, until: int | None = None,
           folder: Path | None = None) -> tuple[TransformerBridge, dict]:
     "Train (resuming a checkpoint in `folder`) to step `until`: (model, run log)."
-    run = (run or RunOptions()).check()
-    device = resolve_device(run.device)
-    process = make_process(cfg.process)
-    model = initial_model(cfg)
-    folder = artifact_dir("model", cfg) if folder is None else Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    twin = plain_twin(model)
-    if cfg.trainable == "adapter": attach_adapter(twin, cfg)
-    twin = twin.to(device).train()
-    opt = torch.optim.AdamW(_trainable(twin, cfg), lr=cfg.lr,
-                            weight_decay=cfg.weight_decay, foreach=True)
-    start, log = (load_checkpoint(folder, cfg, twin, opt)
-                  if (folder / "checkpoint.json").exists()
-                  else (0, {"history": [], "evals": [], "seconds": 0.0}))
-    parent = (plain_twin(load_model(parent_config(cfg))[0]).to(device).eval()
-              if cfg.kl_weight > 0 else None)
-    kl_proc = make_process(cfg.kl_process) if parent is not None else None
-    until = cfg.steps if until is None else min(until, cfg.steps)
-    with torch_threads(run.threads):
-        t0 = time.perf_counter()
-        if run.eval_every and start == 0 and not log["evals"]:
-            log["evals"].append(_callbacks(run, 0, model, twin, cfg))
-        bar = progress(range(start, until), desc=f"train {cfg.process}", initial=start,
-                       total=until,
-                       disable=not (show_progress() if run.progress is None
-                                    else run.progress))
-        with (cfg.steer.apply(twin) if cfg.steer else contextlib.nullcontext()):
-            for step in bar:
-                tokens = batch_tokens(cfg, process, step)
-                mask = (None if cfg.loss_mask == "all"
-                        else torch.as_tensor(loss_mask(cfg.loss_mask, tokens, process),
-                                             device=device))
-                kl = None
-                if parent is not None:
-                    kt = model_inputs(process_batch(kl_proc, cfg, step),
-                                      kl_proc).to(device)
-                    kl = lambda: cfg.kl_weight * _kl_to(parent(kt).detach(), twin(kt))
-                loss = float(train_step(twin, opt,
-                                        model_inputs(tokens, process).to(device),
-                                        torch.as_tensor(tokens).to(device),
-                                        lr_at(cfg, step), mask, kl))
-                if not math.isfinite(loss): raise _diverged(folder, cfg, loss, step)
-                if step % run.log_every == 0 or step == cfg.steps - 1:
-                    log["history"].append([step, loss])
-                    bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-                if run.eval_every and ((step + 1) % run.eval_every == 0
-                                       or step + 1 == cfg.steps):
-                    # on the bridge: no training-time edit
-                    log["evals"].append(_callbacks(run, step + 1, model, twin, cfg))
-                if (step + 1) % run.checkpoint_every == 0 or step + 1 == until:
-                    save_checkpoint(folder, cfg, twin, opt, step + 1,
-                                     {**log, "seconds": log["seconds"]
-                                      + time.perf_counter() - t0})
-        bar.close()
-        log["seconds"] += time.perf_counter() - t0
-    if cfg.trainable == "adapter":
-        log["adapter"] = {k: v.detach().cpu().tolist()
-                          for k, v in (("A", twin.adapter.A), ("B", twin.adapter.B))}
-    return _sync(model, twin, cfg).eval(), log
+    folder = artifact_dir("model", cfg) if folder is None else folder
+    return train_ensemble(Ensemble((cfg,)), run, until, folder)[0]
 
 def process_batch(process: GHMM, cfg: TrainConfig,
                   step: int) -> Int[ndarray, "batch pos"]:
     "The KL penalty's sequences of step `step` (a seed stream no training batch uses)."
     return process.sample(cfg.batch_size, cfg.seq_len,
                           seed=np.random.default_rng([cfg.seed, 2**31, 4, step]))
+
+# %% ../nbs/library/04_training.ipynb #a8a38a30
+# what ensemble members may differ in; everything else is one optimiser's and one module's
+MEMBER_FIELDS = ("seed", "process", "init_from", "kl_process", "loss_mask", "data_pool")
+
+def ensemble_key(cfg: TrainConfig) -> str:
+    "Configs with equal keys can train as one ensemble: same shape, schedule and edits."
+    shared = {k: v for k, v in asdict(cfg).items() if k not in MEMBER_FIELDS}
+    b = bridge_config(cfg)  # the context and vocabulary, resolved from the world
+    return json.dumps({**shared, "n_ctx": b.n_ctx, "d_vocab": b.d_vocab}, sort_keys=True)
+
+@dataclass(frozen=True)
+class Ensemble:
+    "Models trained together; its hash names the folder of their shared checkpoint."
+    members: tuple[TrainConfig, ...]
+
+    def __post_init__(self):
+        object.__setattr__(self, "members", tuple(
+            TrainConfig.from_dict(m) if isinstance(m, dict) else m for m in self.members))
+        if not self.members or not all(isinstance(m, TrainConfig) for m in self.members):
+            raise TypeError(f"an ensemble needs one or more TrainConfigs, "
+                            f"got {self.members!r}")
+        if len({config_hash(m) for m in self.members}) < len(self.members):
+            raise ValueError("an ensemble got the same config twice")
+        if len({ensemble_key(m) for m in self.members}) > 1:
+            differ = [f for f in asdict(self.members[0]) if f not in MEMBER_FIELDS
+                      and len({repr(getattr(m, f)) for m in self.members}) > 1]
+            raise ValueError(f"ensemble members may differ only in {MEMBER_FIELDS}; "
+                             f"these differ in {differ or 'their resolved shape'}")
+
+class Stack(torch.nn.Module):
+    "One member-stacked tensor per parameter of a model (stored with '.' written '__')."
+    def __init__(self, twins: list[torch.nn.Module], device: torch.device | str = "cpu"):
+        super().__init__()
+        for n, p in twins[0].named_parameters():
+            stacked = torch.stack([dict(t.named_parameters())[n].detach() for t in twins])
+            self.register_parameter(n.replace(".", "__"), torch.nn.Parameter(
+                stacked.to(device), requires_grad=p.requires_grad))
+
+    def params(self) -> dict[str, Tensor]:
+        "The stacked tensors under the model's own parameter names."
+        return {n.replace("__", "."): p for n, p in self.named_parameters()}
+
+    @torch.no_grad()
+    def member_into(self, i: int, twin: torch.nn.Module) -> torch.nn.Module:
+        "Copy member `i`'s weights into `twin` (a model of the members' shape)."
+        own = self.params()
+        for n, p in twin.named_parameters(): p.copy_(own[n][i])
+        return twin
 
 # %% ../nbs/library/04_training.ipynb #f21c018d
 def _diverged(folder: Path, cfg: TrainConfig, loss: float,
@@ -543,11 +631,13 @@ def _diverged(folder: Path, cfg: TrainConfig, loss: float,
         f"training config {config_hash(cfg)} ({cfg.process}, lr={cfg.lr:g}) reached a "
         f"non-finite loss ({loss}) {at}; nothing is cached for it")
 
-def _finish(folder: Path, cfg: TrainConfig, model: TransformerBridge, log: dict,
+def save_trained(folder: Path, cfg: TrainConfig, model: TransformerBridge, log: dict,
             run: RunOptions) -> dict:
     process = make_process(cfg.process)
     report = {"config": asdict(cfg), "hash": config_hash(cfg),
               "train_seconds": log["seconds"], "history": log["history"],
+              # trained inside an ensemble of this many models (train_seconds: its share)
+              "ensemble_size": log.get("ensemble_size", 1),
               "evals": log["evals"], "eval_every": run.eval_every,
               "callbacks": sorted(run.callbacks),
               **({"adapter": log["adapter"]} if "adapter" in log else {}),
@@ -602,28 +692,39 @@ def train_or_load(cfg: TrainConfig, run: RunOptions | None = None,
             if _has_evals(report, run): return model, report
     # what can refuse the config, before a folder exists for it
     resolve_device(run.device); bridge_config(cfg); parent_config(cfg)
+    with model_lock(folder):
+        if (served := serve_or_clear(cfg, folder, run, retrain)) is not None: return served
+        model, log = train(cfg, run, folder=folder)
+        save_trained(folder, cfg, model, log, run)
+        return load_model(cfg, folder, run.device)
+
+@contextlib.contextmanager
+def model_lock(folder: Path):
+    "Hold `folder`'s lock: one trainer per config; concurrent callers wait, then load."
     folder.mkdir(parents=True, exist_ok=True)
     try:
         with open(folder / ".lock", "w") as lock:
-            # one trainer per config; concurrent callers wait, then load its model
             fcntl.flock(lock, fcntl.LOCK_EX)
-            stored = stored_files(folder)
-            if not retrain and len(stored) == len(MODEL_FILES):
-                try: model, report = load_model(cfg, folder, run.device)
-                except InvalidModel as e: set_aside(folder, str(e))  # kept; trained again
-                else:
-                    if _has_evals(report, run): return model, report
-            elif not retrain and stored:
-                warnings.warn(f"{folder} is incomplete (it has {stored}, not all of "
-                              f"{list(MODEL_FILES)}: a run stopped while saving); "
-                              "training it again from its last checkpoint", stacklevel=2)
-            for f in folder.iterdir():
-                if f.name != ".lock" and (retrain or f.name not in
-                                          ("checkpoint.json", "checkpoint.safetensors")):
-                    f.unlink()
-            model, log = train(cfg, run, folder=folder)
-            _finish(folder, cfg, model, log, run)
-            return load_model(cfg, folder, run.device)
+            yield
     except BaseException:
         remove_if_empty(folder)
         raise
+
+def serve_or_clear(cfg: TrainConfig, folder: Path, run: RunOptions,
+                   retrain: bool = False) -> tuple[TransformerBridge, dict] | None:
+    "Under `folder`'s lock: its stored (model, report), else None and the folder made ready."
+    stored = stored_files(folder)
+    if not retrain and len(stored) == len(MODEL_FILES):
+        try: model, report = load_model(cfg, folder, run.device)
+        except InvalidModel as e: set_aside(folder, str(e))  # kept; trained again
+        else:
+            if _has_evals(report, run): return model, report
+    elif not retrain and stored:
+        warnings.warn(f"{folder} is incomplete (it has {stored}, not all of "
+                      f"{list(MODEL_FILES)}: a run stopped while saving); "
+                      "training it again from its last checkpoint", stacklevel=3)
+    for f in folder.iterdir():  # a checkpoint stays: the run resumes from it
+        if f.name != ".lock" and (retrain or f.name not in
+                                  ("checkpoint.json", "checkpoint.safetensors")):
+            f.unlink()
+    return None

@@ -7,7 +7,7 @@ from sfp_nb import training
 from sfp_nb.core import artifact_dir, config_hash
 from sfp_nb.interventions import resid, Steer
 from sfp_nb.processes import ProcessSpec, make_process, register_loss_mask
-from sfp_nb.training import (ArtifactError, RunOptions, TrainConfig, _masked_ce, build_model, evaluate,
+from sfp_nb.training import (ArtifactError, RunOptions, TrainConfig, masked_ce, build_model, evaluate,
                              finetune_config, load_model, model_inputs, model_log_probs, train, train_or_load)
 
 TINY = TrainConfig(process="z1r", n_layers=1, d_model=32, n_heads=2, d_mlp=64, batch_size=64, steps=300, warmup_steps=20)
@@ -100,8 +100,8 @@ def test_masked_loss_counts_only_kept_tokens():
     targets = torch.tensor([[0, 1, 2], [3, 0, 1]])
     mask = torch.tensor([[True, False, False], [False, False, True]])
     ce = torch.nn.functional.cross_entropy(logits.reshape(-1, 4), targets.reshape(-1), reduction="none").reshape(2, 3)
-    assert torch.isclose(_masked_ce(logits, targets, mask), (ce[0, 0] + ce[1, 2]) / 2)
-    assert torch.isclose(_masked_ce(logits, targets, None), ce.mean())
+    assert torch.isclose(masked_ce(logits, targets, mask), (ce[0, 0] + ce[1, 2]) / 2)
+    assert torch.isclose(masked_ce(logits, targets, None), ce.mean())
 
 
 register_loss_mask("test_first_only")(lambda tokens, process: np.arange(tokens.shape[1])[None].repeat(len(tokens), 0) == 0)
@@ -128,7 +128,7 @@ def test_kl_penalty_keeps_the_fine_tune_near_its_parent(home):
     free, _ = train_or_load(finetune_config(parent, narrow, steps=30, lr=3e-3), QUIET)
     held, _ = train_or_load(finetune_config(parent, narrow, steps=30, lr=3e-3, kl_weight=50.0, kl_process=parent.process), QUIET)
     x = model_inputs(make_process(parent.process).sample(256, parent.seq_len, seed=9), make_process(parent.process))
-    div = lambda m: float(training._kl_to(model_log_probs(p_model, x), model_log_probs(m, x)))
+    div = lambda m: float(training.mean_kl(model_log_probs(p_model, x), model_log_probs(m, x)))
     assert div(held) < div(free) / 3
 
 
