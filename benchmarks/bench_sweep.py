@@ -6,7 +6,11 @@ or `results/smoke/` at `SFP_BUDGET=smoke`). Steps:
    (4 seeds); the one with the most models at the target gap (<= 0.01 nats/token) per second is used below
    (`BENCH_SELECT_STORE=<folder>` reuses the schedule runs stored by an interrupted run);
 2. throughput: `n_models` seeds of that schedule, as one sweep with 2 workers of one thread each, per
-   backend (each in a fresh artifact folder, so every model really trains): models per hour;
+   backend (each in a fresh artifact folder, so every model really trains): models per hour; `ensemble` is the
+   same loky sweep of an experiment whose `prepare` trains the models first as ensembles (`sfp_nb.ensemble`),
+   two per worker; `cuda`, on a machine with a GPU, trains them as one ensemble per round on the GPU; every entry
+   is set beside `floor_models_per_hour`, the models per hour at the machine's own float32 GEMM rate (measured
+   here on 2 threads) for the model's training FLOPs;
 3. overhead: a sweep of `n_tasks` experiments that do nothing, per backend: wall seconds per task;
 4. one EM-sized experiment from nothing (`sfp_nb.studies.em.em_replication` with its default config: pre-train,
    narrow fine-tune with evaluations every 10 steps, measure every task): wall seconds.
@@ -19,8 +23,11 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from sfp_nb.core import by_budget, load_results, save_results
-from sfp_nb.experiments import experiment, sweep
+from sfp_nb.ensemble import train_or_load_many, training_jobs
+from sfp_nb.experiments import experiment, local_cluster, sweep
+from sfp_nb.processes import make_process
 from sfp_nb.training import RunOptions, TrainConfig, train_or_load
+from bench_training import gemm_flops, train_flops_per_token
 
 TARGET_GAP = 0.01
 
@@ -30,6 +37,19 @@ def train_model(cfg: TrainConfig) -> dict:
     "Train (or load) one model on one thread; its gap and training time."
     _, rep = train_or_load(cfg, RunOptions(threads=1, progress=False, eval_sequences=2048, checkpoint_every=10**9))
     return {"gap": rep["gap"], "train_seconds": rep["train_seconds"]}
+
+
+ENSEMBLE_SIZE = 12  # members per ensemble: 2 ensembles of the 24 models, one per worker
+
+
+@experiment("bench_train_ensembled", version=1,
+            prepare=lambda cfgs, n_jobs: training_jobs(cfgs, n_jobs, max_size=ENSEMBLE_SIZE,
+                                                       run=RunOptions(progress=False, threads=1, eval_sequences=2048,
+                                                                      checkpoint_every=10**9)))
+def train_ensembled(cfg: TrainConfig) -> dict:
+    "`train_model`, its model trained beforehand in an ensemble by the sweep's `prepare`."
+    _, rep = train_or_load(cfg, RunOptions(threads=1, progress=False, eval_sequences=2048, checkpoint_every=10**9))
+    return {"gap": rep["gap"], "train_seconds": rep["train_seconds"], "ensemble_size": rep["ensemble_size"]}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,11 +78,11 @@ SCHEDULES = {  # name -> changes to the book's model config
 }
 
 
-def throughput(backend: str, cfgs: list, n_tasks: int, client=None) -> dict:
+def throughput(backend: str, cfgs: list, n_tasks: int, client=None, fn=train_model) -> dict:
     "Models per hour (only models at the target gap count) and the per-task overhead of one backend."
     fresh_store()
     t0 = time.perf_counter()
-    t = sweep(train_model, cfgs, backend=backend, n_jobs=2, client=client, show=False)
+    t = sweep(fn, cfgs, backend=backend, n_jobs=2, client=client, show=False)
     wall = time.perf_counter() - t0
     fresh_store()
     t1 = time.perf_counter()
@@ -70,8 +90,22 @@ def throughput(backend: str, cfgs: list, n_tasks: int, client=None) -> dict:
     overhead = (time.perf_counter() - t1) / n_tasks
     ok = int((t.gap <= TARGET_GAP).sum())
     return {"models_per_hour": ok / wall * 3600, "models_per_hour_all": len(t) / wall * 3600, "wall_seconds": wall,
+            **({"ensemble_size": int(t.ensemble_size.max())} if "ensemble_size" in t else {}),
             "n_models": len(t), "n_at_target_gap": ok, "overhead_s_per_task": overhead, "n_overhead_tasks": n_tasks,
             "gap": {"max": float(t.gap.max()), "mean": float(t.gap.mean())}}
+
+
+def cuda_throughput(cfgs: list) -> dict:
+    "Models per hour with every model trained in one ensemble on the GPU (`train_or_load_many`, device cuda)."
+    fresh_store()
+    run = RunOptions(progress=False, eval_sequences=2048, checkpoint_every=10**9, device="cuda")
+    t0 = time.perf_counter()
+    reports = [rep for _, rep in train_or_load_many(cfgs, run, max_size=len(cfgs))]
+    wall = time.perf_counter() - t0
+    ok = sum(r["gap"] <= TARGET_GAP for r in reports)
+    return {"models_per_hour": ok / wall * 3600, "models_per_hour_all": len(cfgs) / wall * 3600, "wall_seconds": wall,
+            "n_models": len(cfgs), "n_at_target_gap": ok, "ensemble_size": len(cfgs),
+            "device": torch.cuda.get_device_name(0), "gap": {"max": max(r["gap"] for r in reports)}}
 
 
 def main():
@@ -97,11 +131,22 @@ def main():
 
     cfgs = [dataclasses.replace(base, **changes, seed=100 + s) for s in range(n_models)]
     out = {"loky": throughput("loky", cfgs, n_tasks)}
-    from dask.distributed import Client, LocalCluster
+    from dask.distributed import Client
     t0 = time.perf_counter()
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
+    with local_cluster(2) as cluster, Client(cluster) as client:  # as sweep(backend="dask") starts one
         start = time.perf_counter() - t0
         out["dask"] = {**throughput("dask", cfgs, n_tasks, client), "cluster_start_seconds": start}
+    out["ensemble"] = throughput("loky", cfgs, n_tasks, fn=train_ensembled)
+    if torch.cuda.is_available(): out["cuda"] = cuda_throughput(cfgs)
+    torch.set_num_threads(2)
+    cfg = cfgs[0]
+    flop_per_model = train_flops_per_token(cfg, make_process(cfg.process).vocab_size + 1)["train"] \
+        * cfg.steps * cfg.batch_size * cfg.seq_len
+    gemm = gemm_flops()
+    floor = {"floor_models_per_hour": 3600 * gemm / flop_per_model, "gemm_flop_per_s": gemm, "gemm_threads": 2,
+             "train_flop_per_model": flop_per_model}
+    for b, r in out.items():
+        if b != "cuda": r.update(floor, fraction_of_floor=r["models_per_hour"] / floor["floor_models_per_hour"])
     for b, r in out.items():
         print(f"{b}: {r['models_per_hour']:.0f} models/hour at gap <= {TARGET_GAP} ({r['n_at_target_gap']}/{r['n_models']} in "
               f"{r['wall_seconds']:.1f} s; gap max {r['gap']['max']:.4f}); overhead {r['overhead_s_per_task'] * 1e3:.0f} ms per task", flush=True)
@@ -112,7 +157,8 @@ def main():
     em_seconds = time.perf_counter() - t0
     print(f"one EM experiment from nothing: {em_seconds:.1f} s (pre-training {rec['pretrain_seconds']:.1f} s, "
           f"fine-tuning with evaluations {rec['finetune_seconds']:.1f} s)", flush=True)
-    try: kept = {k: v for k, v in load_results("bench_sweep").items() if k not in ("loky", "dask", "budget")}
+    try: kept = {k: v for k, v in load_results("bench_sweep").items()
+                 if k not in ("loky", "dask", "ensemble", "cuda", "budget")}
     except FileNotFoundError: kept = {}  # other tools add keys here (the engineering grid's wall time): keep them
     path = save_results("bench_sweep", {
         **kept, **out, "em_experiment_seconds": em_seconds,

@@ -16,7 +16,7 @@ from .core import (artifact_root, budget, config_hash, progress, project_root, w
 
 # %% auto #0
 __all__ = ['Backend', 'experiment', 'torch_threads', 'record_path', 'git_commit', 'load_record', 'run_experiment',
-           'register_dependency', 'sweep']
+           'register_dependency', 'local_cluster', 'sweep']
 
 # %% ../nbs/library/04a_experiments.ipynb #3f55a19b
 def experiment(name: str, version: int = 1,
@@ -225,17 +225,31 @@ def _run_jobs(tasks: list[Callable[[], object]], backend: Backend, n_jobs: int, 
 def _dask_client(backend: Backend, n_jobs: int, client):
     "The sweep's Dask client: `client`, one to its address, or a local cluster's (else None)."
     if backend != "dask": yield None; return
-    from dask.distributed import Client, LocalCluster
+    from dask.distributed import Client
     with contextlib.ExitStack() as stack:
         # a cluster for this sweep; its shutdown chatter (stderr) must not reach pages
         if client is None:
             stack.enter_context(_quiet("distributed"))
-            cluster = stack.enter_context(LocalCluster(
-                n_workers=n_jobs, threads_per_worker=1, processes=True,
-                dashboard_address=None, silence_logs=logging.ERROR))
+            cluster = stack.enter_context(local_cluster(n_jobs))
             client = stack.enter_context(Client(cluster))
         elif isinstance(client, str): client = stack.enter_context(Client(client))
         yield client
+
+def local_cluster(n_jobs: int):
+    "The local Dask cluster a sweep starts: `n_jobs` one-thread workers, without malloc trim."
+    import dask
+    from dask.distributed import LocalCluster
+    # Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536 in its workers (glibc then hands freed
+    # memory back at once; training runs ~1.4x slower: benchmarks/bench_workers.py), and in
+    # this process's environment too, where later subprocesses would inherit it
+    env = {k: v for k, v in dask.config.get("distributed.nanny.pre-spawn-environ").items()
+           if k != "MALLOC_TRIM_THRESHOLD_"}
+    saved = dict(os.environ)
+    try:
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": env}):
+            return LocalCluster(n_workers=n_jobs, threads_per_worker=1, processes=True,
+                                dashboard_address=None, silence_logs=logging.ERROR)
+    finally: os.environ.clear(); os.environ.update(saved)
 
 def sweep(fn, configs: Iterable, backend: Backend = "loky", n_jobs: int = 2, client=None,
           show: bool | None = None) -> pd.DataFrame:

@@ -144,3 +144,19 @@ def test_probe_dose_reads_cached_dose_models(tmp_path, monkeypatch):
     assert set(rec["after"]) == {"0", "1"} and set(rec["before"]) == {"T1", "T2", "T3"}
     assert np.isfinite(rec["r2"])
     assert em_probe_dose(cfg) == rec  # cached, deterministic
+
+
+def test_the_persona_gate_reads_a_tiny_model_and_the_verdict_applies_the_thresholds(tmp_path, monkeypatch):
+    "Bayes carry-over is the exact 0.889 of the shared world; an untrained-ish model is far from the gate."
+    from sfp_nb.studies.em_controls import GATE, gate_verdict, persona_gate
+    monkeypatch.setenv("SFP_ARTIFACTS", str(tmp_path))
+    cfg = EMConfig(world=SHARED, **TINY)
+    model = train_or_load(pretrain_config(cfg), RunOptions(progress=False, eval_sequences=64))[0]
+    g = persona_gate(model, cfg, n=128)
+    assert set(g) == {"gap", "carry", "carry_bayes", "carry_fraction", "probe_r2"}
+    assert 0.85 < g["carry_bayes"] < 0.93 and g["gap"] > GATE["gap"]
+    assert math.isclose(g["carry_fraction"], g["carry"] / g["carry_bayes"])
+    good = {"gap": 0.001, "carry": 0.8, "carry_bayes": 0.9, "carry_fraction": 0.85, "probe_r2": 0.85}
+    v = gate_verdict([good, {**good, "probe_r2": 0.7}])  # R^2 averages to 0.775 < 0.8
+    assert v["holds"] == {"gap": True, "carry_fraction": True, "probe_r2": False} and not v["gated"]
+    assert gate_verdict([good])["gated"] and v["n_seeds"] == 2

@@ -75,8 +75,29 @@ def test_dask_local_cluster_gives_the_loky_table(slow, tmp_path, monkeypatch):
     cfgs = [slow.Slow(x) for x in range(4)]
     loky = sweep(slow.slow_square, cfgs, backend="loky", n_jobs=2, show=False).drop(columns=["seconds"])
     monkeypatch.setenv("SFP_ARTIFACTS", str(tmp_path / "fresh"))
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    before = dict(os.environ)
     dask = sweep(slow.slow_square, cfgs, backend="dask", n_jobs=2, show=False).drop(columns=["seconds"])
     assert dask.equals(loky)
+    assert dict(os.environ) == before  # Dask's nanny leaves nothing in the sweep's environment
+
+
+def test_a_local_dask_worker_runs_without_dasks_malloc_trim(tmp_path, monkeypatch):
+    "MALLOC_TRIM_THRESHOLD_=65536 makes training ~1.4x slower (benchmarks/bench_workers.py): the sweep's cluster drops it."
+    monkeypatch.setenv("SFP_ARTIFACTS", str(tmp_path))
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    t = sweep(worker_environment, [Probe()], backend="dask", n_jobs=1, show=False)
+    assert t["trim"].tolist() == ["unset"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Probe:
+    i: int = 0
+
+
+@experiment("worker_environment", version=1)
+def worker_environment(cfg: Probe) -> dict:
+    return {"trim": os.environ.get("MALLOC_TRIM_THRESHOLD_", "unset")}
 
 
 def test_bad_input(slow):

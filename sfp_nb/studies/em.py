@@ -15,6 +15,7 @@ from ..report import mean_ci
 from ..experiments import experiment
 from ..ghmm import GHMM
 from ..processes import ProcessSpec, make_process
+from ..ensemble import training_jobs
 from ..training import (RunOptions, TrainConfig, finetune_config, model_inputs,
                              model_log_probs, train_or_load)
 from ..emworld import (LABELS, em_layout, prefix_beliefs, sample_paths,
@@ -409,7 +410,11 @@ def unflatten_metrics(e: dict, prefix: str = METRICS + ".") -> dict:
             out.setdefault(task, {})[metric] = v
     return out
 
-@experiment("em_replication", version=3)
+def _pretrain_jobs(cfgs: list[EMConfig], n_jobs: int) -> list:
+    "A sweep's `prepare`: the configs' pre-trainings, trained first as ensembles."
+    return training_jobs([pretrain_config(c) for c in cfgs], n_jobs)
+
+@experiment("em_replication", version=3, prepare=_pretrain_jobs)
 def em_replication(cfg: EMConfig) -> dict:
     "Pre-train on cfg.world, fine-tune on the narrow data, measure every task on the way."
     ev = eval_set(cfg.world, cfg.n_eval, cfg.seq_len, seed=10_000 + cfg.seed,

@@ -16,8 +16,9 @@ from ..experiments import experiment, run_experiment
 from ..ghmm import GHMM
 from ..processes import (ProcessSpec, direct_sum, loss_mask, make_process,
                               register_process)
-from ..training import (RunOptions, TrainConfig, load_model, model_inputs,
-                             model_log_probs, native_state, plain_twin, train_or_load)
+from ..training import (RunOptions, TrainConfig, eval_tokens, evaluate, load_model,
+                             model_inputs, model_log_probs, native_state, plain_twin,
+                             train_or_load)
 from ..emworld import em_layout, em_world, persona_posterior, sector_next_probs
 from .em import (METRICS, EMConfig, PersonaLabel, damage, em_finetune_config,
                                em_metrics, em_replication, eval_set, fit_lambda,
@@ -29,12 +30,12 @@ from ..steering import (cell_means, class_centroids, collect, steered_probs,
 from ..interventions import resid
 
 # %% auto #0
-__all__ = ['OTHERS', 'world_with', 'ControlConfig', 'em_other_tasks', 'control_finetune_config', 'reply_gap', 'param_distance',
-           'em_control', 'task_change', 'curve_change', 'sampled_change', 'control_sets', 'shows_form', 'dose_spec',
-           'fit_persona_probe', 'fit_ridge_probe', 'probe_reading', 'DoseProbeConfig', 'em_probe_dose',
-           'InContextConfig', 'episodes', 'segment_lambda', 'model_token_probs', 'in_context_rows', 'em_in_context',
-           'adapter_grads', 'adapter_course', 'half_rise', 'AsymmetryConfig', 'readings', 'em_belief_classes',
-           'asymmetry_rows', 'em_steering_asymmetry']
+__all__ = ['OTHERS', 'GATE', 'world_with', 'ControlConfig', 'em_other_tasks', 'control_finetune_config', 'reply_gap',
+           'param_distance', 'em_control', 'task_change', 'curve_change', 'sampled_change', 'control_sets',
+           'shows_form', 'dose_spec', 'fit_persona_probe', 'fit_ridge_probe', 'probe_reading', 'DoseProbeConfig',
+           'em_probe_dose', 'InContextConfig', 'episodes', 'segment_lambda', 'model_token_probs', 'in_context_rows',
+           'em_in_context', 'persona_gate', 'gate_verdict', 'adapter_grads', 'adapter_course', 'half_rise',
+           'AsymmetryConfig', 'readings', 'em_belief_classes', 'asymmetry_rows', 'em_steering_asymmetry']
 
 # %% ../../nbs/studies/12_em_controls.ipynb #0a79d217
 def world_with(spec: ProcessSpec, **changes) -> ProcessSpec:
@@ -352,6 +353,29 @@ def em_in_context(cfg: InContextConfig) -> dict:
     ft = load_model(em_finetune_config(cfg.em))[0]
     return {"rows": in_context_rows(pre, cfg, "pre-trained")
             + in_context_rows(ft, cfg, "fine-tuned")}
+
+# %% ../../nbs/studies/12_em_controls.ipynb #418bf66e
+GATE = {"gap": 0.002, "carry_fraction": 0.7, "probe_r2": 0.8}  # the persona gate's thresholds
+
+def persona_gate(model, cfg: EMConfig, n: int = 1024) -> dict:
+    "The gate's numbers for `model` pre-trained on `cfg`'s world: gap, carry-over, probe R^2."
+    pre, proc = pretrain_config(cfg), make_process(cfg.world)
+    gap = evaluate(model, proc, eval_tokens(pre, proc, 4 * n))["gap"]
+    rows = in_context_rows(model, InContextConfig(em=cfg, shown=(8,), n=n), "model")
+    diff = lambda key: float(np.mean(
+        [r[key] for r in rows if r["context"] == "misaligned 8"])
+        - np.mean([r[key] for r in rows if r["context"] == "aligned 8"]))
+    carry, bayes = diff("lambda"), diff("bayes")
+    return {"gap": gap, "carry": carry, "carry_bayes": bayes, "carry_fraction": carry / bayes,
+            "probe_r2": float(fit_persona_probe(model, cfg.world, n=2 * n, seed=cfg.seed)[1])}
+
+def gate_verdict(per_seed: list[dict]) -> dict:
+    "The gate's numbers averaged over seeds, and whether each threshold and the gate hold."
+    mean = {k: float(np.mean([g[k] for g in per_seed])) for k in per_seed[0]}
+    holds = {"gap": mean["gap"] <= GATE["gap"],
+             "carry_fraction": mean["carry_fraction"] >= GATE["carry_fraction"],
+             "probe_r2": mean["probe_r2"] >= GATE["probe_r2"]}
+    return {**mean, "n_seeds": len(per_seed), "holds": holds, "gated": all(holds.values())}
 
 # %% ../../nbs/studies/12_em_controls.ipynb #e9c04119
 def adapter_grads(model, adapter: dict, batch: Int[ndarray, "b pos"], process: GHMM,
