@@ -999,6 +999,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                  'sfp_nb.training._diverged': ('library/training.html#_diverged', 'sfp_nb/training.py'),
                                  'sfp_nb.training._has_evals': ('library/training.html#_has_evals', 'sfp_nb/training.py'),
                                  'sfp_nb.training._member_loss': ('library/training.html#_member_loss', 'sfp_nb/training.py'),
+                                 'sfp_nb.training._member_result': ('library/training.html#_member_result', 'sfp_nb/training.py'),
                                  'sfp_nb.training._members': ('library/training.html#_members', 'sfp_nb/training.py'),
                                  'sfp_nb.training._mlp_out': ('library/training.html#_mlp_out', 'sfp_nb/training.py'),
                                  'sfp_nb.training._parents': ('library/training.html#_parents', 'sfp_nb/training.py'),

@@ -509,9 +509,9 @@ def train_ensemble(members: Ensemble | list[TrainConfig], run: RunOptions | None
                             "seconds": 0.0}))
     p_stack, parent = _parents(cfgs, device)
     kl_procs = [make_process(c.kl_process) for c in cfgs] if parent is not None else None
-    masked = any(c.loss_mask != "all" for c in cfgs)
+    masked, kl = any(c.loss_mask != "all" for c in cfgs), parent is not None
     member_loss = vmap(_member_loss(template, parent, c0.kl_weight),
-                       in_dims=(0, 0, 0, 0 if masked else None, *[0 if parent is not None else None] * 2))
+                       in_dims=(0, 0, 0, 0 if masked else None, *[0 if kl else None] * 2))
     def evaluate_members(step):  # on each member's bridge: no training-time edit
         for i, (c, model, twin) in enumerate(zip(cfgs, models, twins)):
             log["evals"][i].append(callback_row(run, step, model,
@@ -528,8 +528,8 @@ def train_ensemble(members: Ensemble | list[TrainConfig], run: RunOptions | None
             for step in bar:
                 x, y, m, kx = _batch(cfgs, procs, kl_procs, step, device, masked)
                 for g in opt.param_groups: g["lr"] = lr_at(c0, step)
-                losses = member_loss(stack.params(), x, y, m,
-                                     p_stack.params() if parent is not None else None, kx)
+                losses = member_loss(stack.params(), x, y, m, p_stack.params() if kl else None,
+                                     kx)
                 opt.zero_grad(set_to_none=True)
                 losses.sum().backward()  # each member's gradient is its own loss's
                 opt.step()
@@ -548,16 +548,18 @@ def train_ensemble(members: Ensemble | list[TrainConfig], run: RunOptions | None
                                      + time.perf_counter() - t0})
         bar.close()
         log["seconds"] += time.perf_counter() - t0
-    out = []
-    for i, (c, model, twin) in enumerate(zip(cfgs, models, twins)):
-        stack.member_into(i, twin)
-        own = {"history": log["history"][i], "evals": log["evals"][i],
-               "seconds": log["seconds"] / S, "ensemble_size": S}
-        if c.trainable == "adapter":
-            own["adapter"] = {k: v.detach().cpu().tolist()
-                              for k, v in (("A", twin.adapter.A), ("B", twin.adapter.B))}
-        out.append((sync_bridge(model, twin, c).eval(), own))
-    return out
+    return [_member_result(c, models[i], stack.member_into(i, twins[i]), log, i, S)
+            for i, c in enumerate(cfgs)]
+
+def _member_result(cfg: TrainConfig, model: TransformerBridge, twin: NativeModel, log: dict,
+                   i: int, size: int) -> tuple[TransformerBridge, dict]:
+    "Member `i`'s model (synced from its twin) and its own log: its share of the time."
+    own = {"history": log["history"][i], "evals": log["evals"][i],
+           "seconds": log["seconds"] / size, "ensemble_size": size}
+    if cfg.trainable == "adapter":
+        own["adapter"] = {k: v.detach().cpu().tolist()
+                          for k, v in (("A", twin.adapter.A), ("B", twin.adapter.B))}
+    return sync_bridge(model, twin, cfg).eval(), own
 
 def train(cfg: TrainConfig, run: RunOptions | None = None, until: int | None = None,
           folder: Path | None = None) -> tuple[TransformerBridge, dict]:
