@@ -3,7 +3,8 @@
 Run from the repository root: `.venv/bin/python benchmarks/bench_em.py` (writes `results/bench_em.json`, or
 `results/smoke/` at `SFP_BUDGET=smoke`). The world is the EM chapters' shared world (`EMConfig().world`), the model
 the book's (2 layers, d_model 64). Steps:
-1. pilot: each candidate pre-training schedule trained on the pilot seed (a loky sweep, 2 workers of one thread)
+1. pilot: each candidate pre-training schedule (steps, batch, learning rate, and two model shapes: 3 layers, or
+   d_model 128) trained on the pilot seed (a loky sweep, 2 workers of one thread)
    and read by the persona gate (`sfp_nb.studies.em_controls.persona_gate`: loss gap, in-context carry-over as a
    fraction of the exact Bayes carry-over, persona probe R^2); the schedule chosen is the one with the fewest
    training FLOPs that passes every threshold on the pilot seed (or, if none does, the one nearest to it);
@@ -29,13 +30,17 @@ from sfp_nb.training import RunOptions, TrainConfig, load_model, train_or_load
 from bench_training import gemm_flops, train_flops_per_token
 
 QUIET = RunOptions(progress=False, threads=1)
-SCHEDULES = {  # name -> changes to the EM chapters' pre-training config, cheapest first
+SCHEDULES = {  # name -> changes to the EM chapters' pre-training config (the last two change the model's shape)
     "600 steps, batch 128, lr 1e-2 (the EM chapters')": dict(steps=600, batch_size=128, lr=1e-2, warmup_steps=30),
     "1500 steps, batch 128, lr 1e-2": dict(steps=1500, batch_size=128, lr=1e-2, warmup_steps=50),
     "3000 steps, batch 128, lr 1e-2": dict(steps=3000, batch_size=128, lr=1e-2, warmup_steps=50),
     "1500 steps, batch 256, lr 3e-3": dict(steps=1500, batch_size=256, lr=3e-3, warmup_steps=100),
     "2000 steps, batch 256, lr 1e-2": dict(steps=2000, batch_size=256, lr=1e-2, warmup_steps=100),
     "3000 steps, batch 256, lr 3e-3": dict(steps=3000, batch_size=256, lr=3e-3, warmup_steps=100),
+    "1500 steps, batch 128, lr 1e-2, 3 layers": dict(steps=1500, batch_size=128, lr=1e-2, warmup_steps=50,
+                                                     n_layers=3),
+    "1500 steps, batch 128, lr 3e-3, d_model 128": dict(steps=1500, batch_size=128, lr=3e-3, warmup_steps=50,
+                                                        d_model=128, d_mlp=512),
 }
 SMOKE = {"100 steps, batch 64": dict(steps=100, batch_size=64, lr=1e-2, warmup_steps=10),
          "150 steps, batch 64": dict(steps=150, batch_size=64, lr=1e-2, warmup_steps=10)}
