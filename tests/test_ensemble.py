@@ -113,3 +113,14 @@ def test_a_sweep_trains_its_models_as_ensembles_on_its_workers(home):
     assert list(table["size"]) == [2, 2, 2, 2]
     alone = train(cfgs[3].model, QUIET, folder=home / "alone")[0]
     assert same_weights(train_or_load(cfgs[3].model)[0], alone)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_an_ensemble_trains_on_cuda_and_its_members_match_the_cpu_closely(home):
+    members = [dataclasses.replace(TINY, seed=s, steps=40) for s in range(4)]
+    gpu = train_or_load_many(members, dataclasses.replace(QUIET, device="cuda"))
+    for (model, rep), c in zip(gpu, members):
+        assert rep["ensemble_size"] == 4
+        cpu = train(c, QUIET, folder=home / f"cpu{c.seed}")[1]
+        assert abs(cpu["history"][-1][1] - rep["history"][-1][1]) < 0.05
