@@ -4,11 +4,12 @@
 
 # %% ../nbs/library/04c_ensemble.ipynb #6957fce7
 from __future__ import annotations
-import contextlib, dataclasses, functools, math
+import contextlib, dataclasses, functools, importlib, math
 from typing import Callable
 from transformer_lens.model_bridge import TransformerBridge
 from .core import artifact_dir, config_hash
 from .model_cache import MODEL_FILES, remove_if_empty, stored_files
+from .processes import LOSS_MASKS, PROCESS_FAMILIES
 from .training import (Ensemble, RunOptions, TrainConfig, bridge_config, ensemble_key,
                        model_lock, parent_config, save_trained, serve_or_clear, train,
                        train_ensemble, train_or_load)
@@ -48,7 +49,7 @@ def training_jobs(cfgs: list[TrainConfig], n_jobs: int = 1, max_size: int = 8,
     while pending:
         waiting = {config_hash(c) for c in pending}
         ready = [c for c in pending if c.init_from not in waiting]
-        rounds.append([functools.partial(_train_cached, e, run)
+        rounds.append([functools.partial(_train_cached, e, run, _registering_modules(e))
                        for e in ensembles(ready, max_size, n_jobs)])
         pending = [c for c in pending if c.init_from in waiting]
     return rounds
@@ -61,8 +62,17 @@ def train_or_load_many(cfgs: list[TrainConfig], run: RunOptions | None = None,
         for job in jobs: job()
     return [train_or_load(c, run) for c in cfgs]
 
-def _train_cached(members: tuple[TrainConfig, ...], run: RunOptions):
+def _registering_modules(members) -> tuple[str, ...]:
+    "The modules that register the worlds and loss masks of `members` (a worker imports them)."
+    fns = [PROCESS_FAMILIES.get(spec.name) for c in members
+           for spec in (c.process, c.kl_process) if spec is not None]
+    fns += [LOSS_MASKS.get(c.loss_mask) for c in members]
+    return tuple(sorted({f.__module__ for f in fns if f is not None} - {"__main__"}))
+
+def _train_cached(members: tuple[TrainConfig, ...], run: RunOptions,
+                  modules: tuple[str, ...] = ()):
     "Train the members not yet cached as one ensemble, each into its own model folder."
+    for m in modules: importlib.import_module(m)  # registers their worlds in a fresh worker
     for c in members: bridge_config(c); parent_config(c)  # refusals before any folder exists
     with contextlib.ExitStack() as locks:
         todo = []

@@ -124,3 +124,15 @@ def test_an_ensemble_trains_on_cuda_and_its_members_match_the_cpu_closely(home):
         assert rep["ensemble_size"] == 4
         cpu = train(c, QUIET, folder=home / f"cpu{c.seed}")[1]
         assert abs(cpu["history"][-1][1] - rep["history"][-1][1]) < 0.05
+
+
+def test_a_training_job_registers_its_world_in_a_fresh_process(home):
+    "A sweep's worker imports only what unpickling the job needs: the job itself imports the module of its world."
+    import os, pickle, subprocess, sys
+    from sfp_nb.studies.em import EMConfig, pretrain_config
+    cfg = pretrain_config(EMConfig(pretrain_steps=3, batch_size=8))
+    (job,), = training_jobs([cfg])
+    assert "sfp_nb.emworld" in job.args[2]
+    code = "import pickle, sys; pickle.loads(sys.stdin.buffer.read())()"
+    subprocess.run([sys.executable, "-c", code], input=pickle.dumps(job), check=True, env=dict(os.environ))
+    assert (artifact_dir("model", cfg) / "model.safetensors").exists()
