@@ -62,6 +62,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
             'sfp_nb.ensemble': { 'sfp_nb.ensemble._missing': ('library/ensemble.html#_missing', 'sfp_nb/ensemble.py'),
                                  'sfp_nb.ensemble._registering_modules': ( 'library/ensemble.html#_registering_modules',
                                                                            'sfp_nb/ensemble.py'),
+                                 'sfp_nb.ensemble._rounds': ('library/ensemble.html#_rounds', 'sfp_nb/ensemble.py'),
                                  'sfp_nb.ensemble._train_alone': ('library/ensemble.html#_train_alone', 'sfp_nb/ensemble.py'),
                                  'sfp_nb.ensemble._train_cached': ('library/ensemble.html#_train_cached', 'sfp_nb/ensemble.py'),
                                  'sfp_nb.ensemble.ensembles': ('library/ensemble.html#ensembles', 'sfp_nb/ensemble.py'),

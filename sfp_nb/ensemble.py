@@ -38,28 +38,31 @@ def ensembles(cfgs: list[TrainConfig], max_size: int = 8,
 def _missing(cfg: TrainConfig) -> bool:
     return len(stored_files(artifact_dir("model", cfg))) < len(MODEL_FILES)
 
+def _rounds(cfgs: list[TrainConfig]) -> list[list[TrainConfig]]:
+    "The configs not yet cached, in rounds: a fine-tune in the round after its parent's."
+    pending, rounds = [c for c in dict.fromkeys(cfgs) if _missing(c)], []
+    while pending:
+        waiting = {config_hash(c) for c in pending}
+        rounds.append([c for c in pending if c.init_from not in waiting])
+        pending = [c for c in pending if c.init_from in waiting]
+    return rounds
+
 def training_jobs(cfgs: list[TrainConfig], n_jobs: int = 1, max_size: int = 8,
                   run: RunOptions | None = None) -> list[list[Callable[[], None]]]:
     "Rounds of jobs that train the missing `cfgs` as ensembles, parents' rounds first."
     run = RunOptions(progress=False, threads=1) if run is None else run.check()
     if run.callbacks:
         raise ValueError("training_jobs trains without callbacks (a job must pickle); "
-                         "train models that need them with train_or_load")
-    pending, rounds = [c for c in dict.fromkeys(cfgs) if _missing(c)], []
-    while pending:
-        waiting = {config_hash(c) for c in pending}
-        ready = [c for c in pending if c.init_from not in waiting]
-        rounds.append([functools.partial(_train_cached, e, run, _registering_modules(e))
-                       for e in ensembles(ready, max_size, n_jobs)])
-        pending = [c for c in pending if c.init_from in waiting]
-    return rounds
+                         "train models that need them with train_or_load_many")
+    return [[functools.partial(_train_cached, e, run, _registering_modules(e))
+             for e in ensembles(r, max_size, n_jobs)] for r in _rounds(cfgs)]
 
 def train_or_load_many(cfgs: list[TrainConfig], run: RunOptions | None = None,
                        max_size: int = 8) -> list[tuple[TransformerBridge, dict]]:
     "`train_or_load` of every config, the missing ones trained first as ensembles."
     run = (run or RunOptions()).check()
-    for jobs in training_jobs(cfgs, 1, max_size, dataclasses.replace(run, callbacks={})):
-        for job in jobs: job()
+    for r in _rounds(cfgs):
+        for e in ensembles(r, max_size): _train_cached(e, run)
     return [train_or_load(c, run) for c in cfgs]
 
 def _registering_modules(members) -> tuple[str, ...]:

@@ -136,3 +136,13 @@ def test_a_training_job_registers_its_world_in_a_fresh_process(home):
     code = "import pickle, sys; pickle.loads(sys.stdin.buffer.read())()"
     subprocess.run([sys.executable, "-c", code], input=pickle.dumps(job), check=True, env=dict(os.environ))
     assert (artifact_dir("model", cfg) / "model.safetensors").exists()
+
+
+def test_evaluation_callbacks_run_on_each_member_inside_the_ensemble(home):
+    members = [dataclasses.replace(TINY, seed=s) for s in range(2)]
+    run = dataclasses.replace(QUIET, eval_every=4,
+                              callbacks={"norm": lambda st: {"w": float(next(st.model.parameters()).detach().norm())}})
+    out = train_or_load_many(members, run)
+    for _, rep in out:
+        assert rep["ensemble_size"] == 2 and [e["step"] for e in rep["evals"]] == [0, 4, 8, 12]
+    assert out[0][1]["evals"][0]["norm.w"] != out[1][1]["evals"][0]["norm.w"]  # each member's own weights
