@@ -240,7 +240,7 @@ def local_cluster(n_jobs: int):
     import dask
     from dask.distributed import LocalCluster
     # Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536 in its workers (glibc then hands freed
-    # memory back at once; training runs ~1.4x slower: benchmarks/bench_workers.py), and in
+    # memory back at once; training runs up to twice as slow: bench_workers.py), and in
     # this process's environment too, where later subprocesses would inherit it
     env = {k: v for k, v in dask.config.get("distributed.nanny.pre-spawn-environ").items()
            if k != "MALLOC_TRIM_THRESHOLD_"}

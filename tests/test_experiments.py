@@ -83,7 +83,7 @@ def test_dask_local_cluster_gives_the_loky_table(slow, tmp_path, monkeypatch):
 
 
 def test_a_local_dask_worker_runs_without_dasks_malloc_trim(tmp_path, monkeypatch):
-    "MALLOC_TRIM_THRESHOLD_=65536 makes training ~1.4x slower (benchmarks/bench_workers.py): the sweep's cluster drops it."
+    "MALLOC_TRIM_THRESHOLD_=65536 makes training up to 2x slower (benchmarks/bench_workers.py): the sweep's cluster drops it."
     monkeypatch.setenv("SFP_ARTIFACTS", str(tmp_path))
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
     t = sweep(worker_environment, [Probe()], backend="dask", n_jobs=1, show=False)
