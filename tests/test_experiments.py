@@ -27,6 +27,10 @@ def slow(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("SFP_ARTIFACTS", str(tmp_path / "artifacts"))
     monkeypatch.setenv("CALL_LOG", str(tmp_path / "calls.log"))
+    # loky reuses its workers across sweeps: ones started by an earlier test (another file's)
+    # lack this sys.path and cannot import slowexp
+    from joblib.externals.loky import get_reusable_executor
+    get_reusable_executor().shutdown(wait=True)
     import importlib, slowexp
     return importlib.reload(slowexp)
 
