@@ -21,6 +21,7 @@ import transformer_lens.model_bridge.sources  # registers TransformerBridge.boot
 from transformer_lens.model_bridge.sources.native import NativeModel
 from .core import artifact_dir, config_hash, progress, show_progress
 from .ghmm import GHMM
+from .evaluation import evaluate, model_inputs, model_log_probs
 from .experiments import register_dependency, torch_threads
 from .interventions import Steer
 from .model_cache import (MODEL_FILES, ArtifactError, InvalidModel, check_lineage,
@@ -33,11 +34,11 @@ from .processes import ProcessSpec, check_number, loss_mask, make_process
 
 # %% auto #0
 __all__ = ['SCHEMA', 'NORMALIZATIONS', 'SHAPE_FIELDS', 'MEMBER_FIELDS', 'TrainConfig', 'finetune_config', 'RunOptions',
-           'resolve_device', 'model_inputs', 'bridge_config', 'build_model', 'native_state', 'load_native_state',
-           'plain_twin', 'Adapter', 'attach_adapter', 'merge_adapter', 'model_log_probs', 'evaluate', 'lr_at',
-           'batch_tokens', 'eval_tokens', 'parent_config', 'initial_model', 'mark_trainable', 'masked_ce', 'mean_kl',
-           'TrainState', 'sync_bridge', 'callback_row', 'train_ensemble', 'train', 'process_batch', 'ensemble_key',
-           'Ensemble', 'Stack', 'save_trained', 'load_model', 'train_or_load', 'model_lock', 'serve_or_clear']
+           'resolve_device', 'bridge_config', 'build_model', 'native_state', 'load_native_state', 'plain_twin',
+           'Adapter', 'attach_adapter', 'merge_adapter', 'lr_at', 'batch_tokens', 'eval_tokens', 'parent_config',
+           'initial_model', 'mark_trainable', 'masked_ce', 'mean_kl', 'TrainState', 'sync_bridge', 'callback_row',
+           'train_ensemble', 'train', 'process_batch', 'ensemble_key', 'Ensemble', 'Stack', 'save_trained',
+           'load_model', 'train_or_load', 'model_lock', 'serve_or_clear']
 
 # %% ../nbs/library/04_training.ipynb #45f6c99a
 # bump when the meaning of a config field changes: old artifacts are then never loaded
@@ -195,17 +196,6 @@ def resolve_device(device: str) -> torch.device:
         raise ValueError(f"device {device!r} asked for, but CUDA is not available")
     return torch.device(device)
 
-# %% ../nbs/library/04_training.ipynb #0ed66d05
-def model_inputs(tokens: Int[ndarray, "batch pos"],  # sampled sequences x_0 .. x_{L-1}
-                 process: GHMM) -> Int[Tensor, "batch pos"]:
-    "The model's input [BOS, x_0, ..., x_{L-2}] per sequence (BOS = process.vocab_size)."
-    tokens = torch.as_tensor(np.asarray(tokens), dtype=torch.long)
-    if tokens.ndim != 2:
-        raise ValueError(f"tokens must have shape (batch, pos), "
-                         f"got {tuple(tokens.shape)}")
-    bos = torch.full((len(tokens), 1), process.vocab_size, dtype=torch.long)
-    return torch.cat([bos, tokens[:, :-1]], dim=1)
-
 # %% ../nbs/library/04_training.ipynb #5c5d5660
 def _check_config(cfg: TrainConfig, process: GHMM):
     if cfg.d_vocab and cfg.d_vocab < process.vocab_size + 1:
@@ -317,36 +307,6 @@ def merge_adapter(twin: NativeModel, cfg: TrainConfig) -> NativeModel:
     ad.handle.remove()
     del twin.adapter
     return twin
-
-# %% ../nbs/library/04_training.ipynb #5e96c150
-@torch.no_grad()
-def model_log_probs(model, inputs: Int[Tensor, "batch pos"],
-                    batch_size: int = 4096) -> Float[Tensor, "batch pos vocab"]:
-    "Log-softmax of the model's logits (on the CPU), computed in batches on its device."
-    model.eval()
-    device = next(model.parameters()).device
-    return torch.cat([F.log_softmax(model(inputs[i:i + batch_size].to(device)).float(),
-                                    -1).cpu()
-                      for i in range(0, len(inputs), batch_size)])
-
-def evaluate(model, process: GHMM, tokens: Int[ndarray, "batch pos"]) -> dict:
-    "Model and Bayes-optimal loss (nats/token) on the same tokens, also per position."
-    tokens = np.asarray(tokens)
-    logp = model_log_probs(model, model_inputs(tokens, process))
-    if logp.shape[-1] < process.vocab_size:
-        raise ValueError(f"the model has {logp.shape[-1]} outputs, "
-                         f"the process {process.vocab_size} tokens")
-    model_nll = (-logp.gather(-1, torch.as_tensor(tokens)[..., None])[..., 0]
-                 .double().numpy())
-    p_opt = process.next_token_probs(tokens)
-    opt_nll = -np.log(np.take_along_axis(p_opt, tokens[..., None], -1)[..., 0])
-    model_pos, opt_pos = model_nll.mean(0), opt_nll.mean(0)
-    return {"model_loss": float(model_nll.mean()), "optimal_loss": float(opt_nll.mean()),
-            "gap": float(model_nll.mean() - opt_nll.mean()),
-            "model_loss_per_position": model_pos.tolist(),
-            "optimal_loss_per_position": opt_pos.tolist(),
-            "gap_per_position": (model_pos - opt_pos).tolist(),
-            "n_sequences": len(tokens)}
 
 # %% ../nbs/library/04_training.ipynb #8afec27d
 def lr_at(cfg: TrainConfig, step: int) -> float:
