@@ -66,10 +66,6 @@ def trained(cfg: TrainConfig) -> dict:
     return {"gap": rep["gap"], "train_seconds": rep["train_seconds"], "ensemble_size": rep["ensemble_size"]}
 
 
-def passes(g: dict) -> bool:
-    return g["gap"] <= GATE["gap"] and g["carry_fraction"] >= GATE["carry_fraction"] and g["probe_r2"] >= GATE["probe_r2"]
-
-
 def shortfall(g: dict) -> float:
     "How far one model is from the gate (0 when it passes): the largest relative miss of a threshold."
     return max(0.0, g["gap"] / GATE["gap"] - 1, 1 - g["carry_fraction"] / GATE["carry_fraction"],
@@ -91,10 +87,10 @@ def main():
     rows = []
     for (name, cfg), (_, r) in zip(cfgs.items(), t.iterrows()):
         g = {k: float(r[k]) for k in ("gap", "carry", "carry_bayes", "carry_fraction", "probe_r2")}
-        rows.append({"schedule": name, **plan[name], **g, "passes": passes(g), "shortfall": shortfall(g),
+        rows.append({"schedule": name, **plan[name], **g, "passes": gate_verdict([g])["gated"], "shortfall": shortfall(g),
                      "train_flop": flops(cfg), "train_seconds_one_thread": float(r["train_seconds"])})
         print(f"{name:50s} gap {g['gap']:.4f}  carry {g['carry_fraction']:.2f} of Bayes  probe R^2 {g['probe_r2']:.2f}"
-              f"  {r['train_seconds']:5.0f} s  {'passes' if passes(g) else 'fails'}", flush=True)
+              f"  {r['train_seconds']:5.0f} s  {'passes' if gate_verdict([g])['gated'] else 'fails'}", flush=True)
     ok = [r for r in rows if r["passes"]]
     chosen = min(ok, key=lambda r: r["train_flop"]) if ok else min(rows, key=lambda r: r["shortfall"])
     print(f"chosen: {chosen['schedule']} ({'the cheapest that passes' if ok else 'none passes: the nearest'})")

@@ -12,8 +12,8 @@ from .core import load_results, save_results
 
 # %% auto #0
 __all__ = ['result_numbers', 'glue_results', 'glue_records', 'Claims', 'mean_ci', 'ci_excludes', 'verdict', 'min_detectable',
-           'glue_markdown', 'paired_ci', 'seed_ci', 'finite_ci', 'spearman_ci', 'round_sig', 'fmt_num', 'fmt_ci',
-           'format_ci', 'publish']
+           'glue_markdown', 'paired_ci', 'seed_ci', 'finite_ci', 'holm', 'spearman_ci', 'round_sig', 'fmt_num',
+           'fmt_ci', 'format_ci', 'publish']
 
 # %% ../nbs/library/00a_report.ipynb #6c0f2d8e
 def _numbers(data: dict, prefix: str):
@@ -131,6 +131,33 @@ def finite_ci(values) -> dict:
     v = [x for x in values if np.isfinite(x)]
     if v: return mean_ci(v)
     return {"mean": math.nan, "ci_low": math.nan, "ci_high": math.nan, "seeds": 0}
+
+# %% ../nbs/library/00a_report.ipynb #ce8eb0c7
+def _t_p(x: np.ndarray) -> float:
+    "Two-sided p of a one-sample t-test of mean 0 (NaN with one seed; 0 or 1 with no spread)."
+    if x.size < 2: return math.nan
+    if x.std(ddof=1) == 0: return float(x.mean() == 0)
+    return float(stats.ttest_1samp(x, 0.0).pvalue)
+
+def holm(family: dict[str, list[float]], alpha: float = 0.05) -> dict[str, dict]:
+    "Per-seed values of a family of endpoints: each one's `mean_ci` at its Holm step's level, with p and Holm-adjusted p."
+    if not family: raise ValueError("holm needs at least one endpoint")
+    if not 0 < alpha < 1: raise ValueError(f"alpha must lie in (0, 1), got {alpha!r}")
+    x = {k: np.asarray(v, dtype=float).ravel() for k, v in family.items()}
+    p = {k: _t_p(v) for k, v in x.items()}
+    # an endpoint with one seed has no test: its interval and p are NaN, and it leaves the family
+    out = {k: {**mean_ci(v), "p": math.nan, "p_holm": math.nan, "level": math.nan}
+           for k, v in x.items() if math.isnan(p[k])}
+    order = sorted((k for k in x if k not in out), key=p.get)
+    adjusted, level, kept = 0.0, math.nan, False
+    for i, k in enumerate(order):
+        m = len(order) - i  # endpoints still in the family at this step
+        adjusted = max(adjusted, min(1.0, m * p[k]))
+        if not kept: level = 1 - alpha / m
+        kept = kept or adjusted > alpha
+        out[k] = {**mean_ci(x[k], level), "p": p[k], "p_holm": adjusted, "level": level}
+    return {k: out[k] for k in family}
+
 
 # %% ../nbs/library/00a_report.ipynb #76153a9d
 def spearman_ci(x, y, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict:

@@ -148,7 +148,7 @@ def test_probe_dose_reads_cached_dose_models(tmp_path, monkeypatch):
 
 def test_the_persona_gate_reads_a_tiny_model_and_the_verdict_applies_the_thresholds(tmp_path, monkeypatch):
     "Bayes carry-over is the exact 0.889 of the shared world; an untrained-ish model is far from the gate."
-    from sfp_nb.studies.em_controls import GATE, gate_verdict, persona_gate
+    from sfp_nb.studies.em_controls import GATE, carries_persona, gate_verdict, persona_gate
     monkeypatch.setenv("SFP_ARTIFACTS", str(tmp_path))
     cfg = EMConfig(world=SHARED, **TINY)
     model = train_or_load(pretrain_config(cfg), RunOptions(progress=False, eval_sequences=64))[0]
@@ -160,3 +160,10 @@ def test_the_persona_gate_reads_a_tiny_model_and_the_verdict_applies_the_thresho
     v = gate_verdict([good, {**good, "probe_r2": 0.7}])  # R^2 averages to 0.775 < 0.8
     assert v["holds"] == {"gap": True, "carry_fraction": True, "probe_r2": False} and not v["gated"]
     assert gate_verdict([good])["gated"] and v["n_seeds"] == 2
+    lit = EMConfig(world=ProcessSpec("em_world"), **TINY)  # one task per sequence: no carry-over to read
+    gl = persona_gate(train_or_load(pretrain_config(lit), RunOptions(progress=False, eval_sequences=64))[0], lit, n=128)
+    assert math.isnan(gl["carry_fraction"]) and 0 <= gl["probe_r2"] <= 1
+    assert carries_persona(SHARED) and not carries_persona(lit.world)
+    assert not carries_persona(ProcessSpec("em_world", switch=0.125, persona_persists=False))
+    none = {**good, "carry": math.nan, "carry_bayes": math.nan, "carry_fraction": math.nan}
+    assert gate_verdict([none])["holds"] == {"gap": True, "probe_r2": True} and gate_verdict([none])["gated"]

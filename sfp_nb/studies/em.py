@@ -22,9 +22,9 @@ from ..emworld import (LABELS, em_layout, prefix_beliefs, sample_paths,
                             sector_next_probs, task_revealing)
 
 # %% auto #0
-__all__ = ['PersonaLabel', 'REPLICATION_SIZES', 'METRICS', 'EvalSet', 'reference_spec', 'task_marginal', 'content_probs',
-           'misaligned_forms', 'eval_set', 'model_probs', 'OracleModel', 'fit_lambda', 'in_task_probs', 'em_metrics',
-           'continuation_loglik', 'coherence_threshold', 'generate', 'classify', 'sampled_rates',
+__all__ = ['PersonaLabel', 'REPLICATION_SIZES', 'GATED_PRETRAIN', 'METRICS', 'EvalSet', 'reference_spec', 'task_marginal',
+           'content_probs', 'misaligned_forms', 'eval_set', 'model_probs', 'OracleModel', 'fit_lambda', 'in_task_probs',
+           'em_metrics', 'continuation_loglik', 'coherence_threshold', 'generate', 'classify', 'sampled_rates',
            'generalisation_ratio', 'damage', 'at_damage', 'EMConfig', 'pretrain_config', 'finetune_spec',
            'em_finetune_config', 'replication_models', 'flatten_metrics', 'unflatten_metrics', 'em_replication',
            'curve_values', 'band', 'plot_band']
@@ -371,6 +371,10 @@ class EMConfig:
 REPLICATION_SIZES = {  # budget -> the replication's sizes (full: EMConfig's defaults)
     "smoke": dict(pretrain_steps=100, ft_steps=10, eval_every=5, n_eval=256, n_samples=32),
     "full": dict(pretrain_steps=600, ft_steps=100, eval_every=10, n_eval=1024, n_samples=256)}
+# budget -> the persona-gated pre-training (chosen in benchmarks/bench_em.py; its batch is the fine-tune's too)
+GATED_PRETRAIN = {"smoke": dict(pretrain_steps=150, pretrain_lr=3e-3, batch_size=256),
+                  "full": dict(pretrain_steps=3000, pretrain_lr=3e-3, batch_size=256)}
+
 
 # %% ../../nbs/studies/10_em.ipynb #7525f05a
 def pretrain_config(cfg: EMConfig) -> TrainConfig:

@@ -34,8 +34,9 @@ __all__ = ['OTHERS', 'GATE', 'world_with', 'ControlConfig', 'em_other_tasks', 'c
            'param_distance', 'em_control', 'task_change', 'curve_change', 'sampled_change', 'control_sets',
            'shows_form', 'dose_spec', 'fit_persona_probe', 'fit_ridge_probe', 'probe_reading', 'DoseProbeConfig',
            'em_probe_dose', 'InContextConfig', 'episodes', 'segment_lambda', 'model_token_probs', 'in_context_rows',
-           'em_in_context', 'persona_gate', 'gate_verdict', 'adapter_grads', 'adapter_course', 'half_rise',
-           'AsymmetryConfig', 'readings', 'em_belief_classes', 'asymmetry_rows', 'em_steering_asymmetry']
+           'em_in_context', 'carries_persona', 'persona_gate', 'gate_verdict', 'gate_record', 'adapter_grads',
+           'adapter_course', 'half_rise', 'AsymmetryConfig', 'readings', 'em_belief_classes', 'asymmetry_rows',
+           'em_steering_asymmetry']
 
 # %% ../../nbs/studies/12_em_controls.ipynb #0a79d217
 def world_with(spec: ProcessSpec, **changes) -> ProcessSpec:
@@ -357,25 +358,39 @@ def em_in_context(cfg: InContextConfig) -> dict:
 # %% ../../nbs/studies/12_em_controls.ipynb #418bf66e
 GATE = {"gap": 0.002, "carry_fraction": 0.7, "probe_r2": 0.8}  # the persona gate's thresholds
 
+def carries_persona(world: ProcessSpec) -> bool:
+    "Whether one persona spans the task switches of `world`'s sequences (the carry-over is defined)."
+    p = dict(world.params)
+    return p.get("switch", 0.0) > 0 and p.get("persona_persists", True)
+
 def persona_gate(model, cfg: EMConfig, n: int = 1024) -> dict:
-    "The gate's numbers for `model` pre-trained on `cfg`'s world: gap, carry-over, probe R^2."
+    "The gate's numbers for `model` pre-trained on `cfg`'s world: gap, carry-over (NaN without one), probe R^2."
     pre, proc = pretrain_config(cfg), make_process(cfg.world)
     gap = evaluate(model, proc, eval_tokens(pre, proc, 4 * n))["gap"]
-    rows = in_context_rows(model, InContextConfig(em=cfg, shown=(8,), n=n), "model")
-    diff = lambda key: float(np.mean(
-        [r[key] for r in rows if r["context"] == "misaligned 8"])
-        - np.mean([r[key] for r in rows if r["context"] == "aligned 8"]))
-    carry, bayes = diff("lambda"), diff("bayes")
+    carry = bayes = math.nan
+    if carries_persona(cfg.world):
+        rows = in_context_rows(model, InContextConfig(em=cfg, shown=(8,), n=n), "model")
+        diff = lambda key: float(np.mean(
+            [r[key] for r in rows if r["context"] == "misaligned 8"])
+            - np.mean([r[key] for r in rows if r["context"] == "aligned 8"]))
+        carry, bayes = diff("lambda"), diff("bayes")
     return {"gap": gap, "carry": carry, "carry_bayes": bayes, "carry_fraction": carry / bayes,
             "probe_r2": float(fit_persona_probe(model, cfg.world, n=2 * n, seed=cfg.seed)[1])}
 
 def gate_verdict(per_seed: list[dict]) -> dict:
-    "The gate's numbers averaged over seeds, and whether each threshold and the gate hold."
+    "The gate's numbers averaged over seeds, and whether each threshold (carry-over where defined) and the gate hold."
     mean = {k: float(np.mean([g[k] for g in per_seed])) for k in per_seed[0]}
-    holds = {"gap": mean["gap"] <= GATE["gap"],
-             "carry_fraction": mean["carry_fraction"] >= GATE["carry_fraction"],
-             "probe_r2": mean["probe_r2"] >= GATE["probe_r2"]}
+    holds = {"gap": mean["gap"] <= GATE["gap"], "probe_r2": mean["probe_r2"] >= GATE["probe_r2"]}
+    if not math.isnan(mean["carry_fraction"]):
+        holds["carry_fraction"] = mean["carry_fraction"] >= GATE["carry_fraction"]
     return {**mean, "n_seeds": len(per_seed), "holds": holds, "gated": all(holds.values())}
+
+@experiment("persona_gate", version=1)
+def gate_record(cfg: EMConfig) -> dict:
+    "`persona_gate` of `cfg`'s pre-trained model on `cfg.n_eval` sequences (trained if missing; cached)."
+    model = train_or_load(pretrain_config(cfg), RunOptions(progress=False))[0]
+    return persona_gate(model, cfg, cfg.n_eval)
+
 
 # %% ../../nbs/studies/12_em_controls.ipynb #e9c04119
 def adapter_grads(model, adapter: dict, batch: Int[ndarray, "b pos"], process: GHMM,
