@@ -87,10 +87,11 @@ def main():
     rows = []
     for (name, cfg), (_, r) in zip(cfgs.items(), t.iterrows()):
         g = {k: float(r[k]) for k in ("gap", "carry", "carry_bayes", "carry_fraction", "probe_r2")}
-        rows.append({"schedule": name, **plan[name], **g, "passes": gate_verdict([g])["gated"], "shortfall": shortfall(g),
+        passes = gate_verdict([g])["gated"]
+        rows.append({"schedule": name, **plan[name], **g, "passes": passes, "shortfall": shortfall(g),
                      "train_flop": flops(cfg), "train_seconds_one_thread": float(r["train_seconds"])})
         print(f"{name:50s} gap {g['gap']:.4f}  carry {g['carry_fraction']:.2f} of Bayes  probe R^2 {g['probe_r2']:.2f}"
-              f"  {r['train_seconds']:5.0f} s  {'passes' if gate_verdict([g])['gated'] else 'fails'}", flush=True)
+              f"  {r['train_seconds']:5.0f} s  {'passes' if passes else 'fails'}", flush=True)
     ok = [r for r in rows if r["passes"]]
     chosen = min(ok, key=lambda r: r["train_flop"]) if ok else min(rows, key=lambda r: r["shortfall"])
     print(f"chosen: {chosen['schedule']} ({'the cheapest that passes' if ok else 'none passes: the nearest'})")
