@@ -351,9 +351,60 @@ def js_bits(p: Float[Tensor, "... vocab"],
     return 0.5 * kl(p, m) + 0.5 * kl(q, m)
 
 # %% ../nbs/library/17_lm.ipynb #7a80663d
+class _Decoder:
+    "A batch of prompts decoded one token per row per step through a key-value cache."
+    def __init__(self, lm: LM, b: Batch, steer: Steering | None, rows: slice):
+        from transformers import DynamicCache
+        self.lm, self.steer, self.rows, dev = lm, steer, rows, lm.device
+        n_pos = b.ids.shape[1]
+        src = torch.arange(n_pos) - (n_pos - b.lengths)[:, None]  # left padding: all end at once
+        self.mask = (src >= 0).long().to(dev)  # batch seen: 1 at real tokens, 0 at pads
+        ids = torch.where(src >= 0, b.ids.gather(1, src.clamp(min=0)), pad_id(lm.tokenizer))
+        self.pos = b.lengths.to(dev)  # each row's position of its next token
+        self.cache = DynamicCache(config=lm.model.original_model.config)
+        self.logits = self._run(ids.to(dev), (self.mask.cumsum(1) - 1).clamp(min=0))
+        if self.cache.get_seq_length() != n_pos:
+            raise RuntimeError("the bridge did not fill the key-value cache; "
+                               "cached sampling would ignore the prompts")
+
+    @torch.no_grad()
+    def _run(self, ids: Int[Tensor, "batch pos"],
+             position_ids: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch d_vocab"]:
+        "The logits after the last column of `ids`, appended to the cache, steered."
+        # the cache is `cache` to transformers and `layer_past` to the bridge's attention
+        with steered(self.lm, self.steer, self.rows):
+            logits = self.lm.model(ids, attention_mask=self.mask, position_ids=position_ids,
+                                   cache=self.cache, layer_past=self.cache, use_cache=True,
+                                   logits_to_keep=1)
+        return logits[:, -1].float()
+
+    def step(self, nxt: Int[Tensor, "batch"]) -> None:
+        "Append token `nxt[i]` to row `i`; `logits` then predict the token after it."
+        self.mask = torch.nn.functional.pad(self.mask, (0, 1), value=1)
+        self.logits = self._run(nxt[:, None], self.pos[:, None])
+        self.pos = self.pos + 1
+
 def _sample_rows(lm: LM, b: Batch, steer: Steering | None, rows: slice, max_new_tokens: int,
                  temperature: float, g: torch.Generator) -> list[str]:
-    "Replies to the prompts of `b`, token by token, running the whole prefix at every step."
+    "Replies to the prompts of `b`, one token per row per step through the key-value cache."
+    dec, eos = _Decoder(lm, b, steer, rows), lm.tokenizer.eos_token_id
+    new = torch.zeros(len(b), max_new_tokens, dtype=torch.long, device=lm.device)
+    n_new = torch.zeros(len(b), dtype=torch.long, device=lm.device)  # tokens before EOS
+    done = torch.zeros(len(b), dtype=torch.bool, device=lm.device)
+    for t in range(max_new_tokens):
+        if t: dec.step(new[:, t - 1])
+        probs = torch.softmax(dec.logits / temperature, -1)
+        new[:, t] = torch.multinomial(probs, 1, generator=g)[:, 0]
+        done |= new[:, t] == eos
+        n_new += ~done
+        if done.all(): break
+    return [lm.tokenizer.decode(new[i, :k].tolist(), skip_special_tokens=True).strip()
+            for i, k in enumerate(n_new.tolist())]
+
+def _sample_rows_uncached(lm: LM, b: Batch, steer: Steering | None, rows: slice,
+                          max_new_tokens: int, temperature: float,
+                          g: torch.Generator) -> list[str]:
+    "`_sample_rows` running the whole prefix at every step (its reference in tests)."
     n, dev, eos = len(b), lm.device, lm.tokenizer.eos_token_id
     ids = torch.full((n, int(b.lengths.max()) + max_new_tokens), pad_id(lm.tokenizer),
                      dtype=torch.long, device=dev)
@@ -377,6 +428,8 @@ def sample(lm: LM, prompts: list[str], max_new_tokens: int = 32, seed: int = 0,
            batch_size: int = 64) -> list[str]:
     "Replies sampled to `prompts` (stopping at EOS), optionally under `steer`; seeded."
     if temperature <= 0: raise ValueError(f"temperature must be positive, got {temperature}")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
     g, out = torch.Generator(device=lm.device).manual_seed(seed), []
     for i in range(0, len(prompts), batch_size):
         b = encode(lm.tokenizer, prompts[i:i + batch_size])

@@ -12,8 +12,8 @@ from .core import load_results, save_results
 
 # %% auto #0
 __all__ = ['result_numbers', 'glue_results', 'glue_records', 'Claims', 'mean_ci', 'ci_excludes', 'verdict', 'min_detectable',
-           'glue_markdown', 'paired_ci', 'seed_ci', 'finite_ci', 'holm', 'spearman_ci', 'round_sig', 'fmt_num',
-           'fmt_ci', 'format_ci', 'publish']
+           'glue_markdown', 'paired_ci', 'seed_ci', 'finite_ci', 'holm', 'spearman_ci', 'pooled_ratio', 'round_sig',
+           'fmt_num', 'fmt_ci', 'format_ci', 'publish']
 
 # %% ../nbs/library/00a_report.ipynb #6c0f2d8e
 def _numbers(data: dict, prefix: str):
@@ -172,6 +172,26 @@ def spearman_ci(x, y, n_boot: int = 2000, seed: int = 0, level: float = 0.95) ->
     q = 100 * (1 - level) / 2
     lo, hi = (np.percentile(boot, [q, 100 - q]) if len(boot) else (math.nan, math.nan))
     return {"rho": rho(x, y), "ci_low": float(lo), "ci_high": float(hi), "n": len(x)}
+
+# %% ../nbs/library/00a_report.ipynb #10fea6a9
+def pooled_ratio(num, den, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
+    "Sum of numerators over sum of denominators (seeds x parts), with a bootstrap over seeds."
+    num, den = np.asarray(num, dtype=float), np.asarray(den, dtype=float)
+    if num.shape != den.shape or num.ndim not in (1, 2) or not len(num):
+        raise ValueError(f"num {num.shape} and den {den.shape} must be the same (seeds,) or (seeds, parts)")
+    if not (np.isfinite(num).all() and np.isfinite(den).all()):
+        raise ValueError("num and den must be finite")
+    n, d = (a.reshape(len(a), -1).sum(1) for a in (num, den))
+    nan = {"mean": math.nan, "ci_low": math.nan, "ci_high": math.nan, "seeds": len(n)}
+    d_ci = mean_ci(d, level) if len(d) > 1 else {"ci_low": d[0]}
+    if not d_ci["ci_low"] > 0: return nan  # the denominator is not resolved above zero
+    idx = np.random.default_rng(seed).integers(0, len(n), (n_boot, len(n)))
+    boot = n[idx].sum(1) / d[idx].sum(1)
+    q = 100 * (1 - level) / 2
+    lo, hi = np.percentile(boot, [q, 100 - q])
+    return {"mean": float(n.sum() / d.sum()), "ci_low": float(lo), "ci_high": float(hi),
+            "seeds": len(n)}
+
 
 # %% ../nbs/library/00a_report.ipynb #a9c045ed
 def round_sig(x: float, digits: int = 3) -> float:

@@ -46,6 +46,7 @@ def test_bad_arguments(lm):
     with pytest.raises(ValueError, match="responses"): L.encode(lm.tokenizer, ["a"], ["b", "c"])
     with pytest.raises(ValueError, match="where"): L.layer_acts(lm, L.encode(lm.tokenizer, ["a"]), where="middle")
     with pytest.raises(ValueError, match="temperature"): L.sample(lm, ["a"], temperature=0)
+    with pytest.raises(ValueError, match="max_new_tokens"): L.sample(lm, ["a"], 0)
     with pytest.raises(ValueError, match="steer_vector"):
         L.finetune(None, lm.tokenizer, ["a"], ["b"], L.FinetuneConfig(steer_scale=1.0))
     with pytest.raises(ValueError, match="arch"): L.tiny_model("/tmp/x", lm.tokenizer, arch="mamba")
@@ -122,6 +123,54 @@ def test_sampling_is_seeded_and_batch_independent(lm):
     assert L.sample(lm, ps, 6, seed=3) == L.sample(lm, ps, 6, seed=3)
     cold = L.sample(lm, ps, 6, seed=0, temperature=1e-4)
     assert cold == [L.sample(lm, [p], 6, seed=0, temperature=1e-4)[0] for p in ps]
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory):
+    tok = L.tiny_tokenizer(TEXTS, vocab_size=400, byte_fallback=True)
+    return L.load_lm(L.tiny_model(tmp_path_factory.mktemp("llama") / "m", tok, arch="llama", d_model=32,
+                                  d_mlp=64, n_layers=3))
+
+
+def forced_batch(tok, b, toks):
+    "`b` with the tokens `toks` (batch, k) after each row's prompt, right-padded."
+    k = toks.shape[1]
+    ids = torch.full((len(b), int(b.lengths.max()) + k), L.pad_id(tok))
+    for i, n in enumerate(b.lengths.tolist()): ids[i, :n + k] = torch.cat([b.ids[i, :n], toks[i]])
+    return L.Batch(ids, b.lengths + k, b.lengths)
+
+
+@settings(max_examples=6, deadline=None)
+@given(st.lists(st.integers(1, 10), min_size=1, max_size=4), st.integers(1, 5), st.integers(0, 10_000),
+       st.sampled_from(["none", "one", "per_row"]), st.sampled_from(["qwen2", "llama"]))
+def test_cached_steps_equal_the_whole_prefix(lm, llama, lengths, k, seed, how, arch):
+    m = lm if arch == "qwen2" else llama
+    words = ["use", "a", "salted", "hash", ".", "take", "the", "label", "dose", "."]
+    b = L.encode(m.tokenizer, [" ".join(words[:n]) for n in lengths])
+    g = torch.Generator().manual_seed(seed)
+    toks = torch.randint(len(m.tokenizer), (len(b), k), generator=g)
+    vec = {"none": None, "one": 3 * torch.randn(m.d_model, generator=g),
+           "per_row": 3 * torch.randn(len(b), m.d_model, generator=g)}[how]
+    steer = None if vec is None else L.Steering(-1, vec, 1.0)
+    dec, cached = L._Decoder(m, b, steer, slice(None)), []
+    for t in range(k):
+        if t: dec.step(toks[:, t - 1])
+        cached.append(dec.logits)
+    cached = torch.softmax(torch.stack(cached, 1).double(), -1).flatten(0, 1)
+    whole = L.next_token_probs(m, forced_batch(m.tokenizer, b, toks), steer=steer)  # no cache
+    assert torch.allclose(cached, whole, atol=1e-5)
+    assert all(len(h.fwd_hooks) == 0 for h in m.model.hook_dict.values())
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "llama"])
+def test_cached_sampling_draws_the_uncached_replies(lm, llama, arch):
+    m = lm if arch == "qwen2" else llama
+    ps = prompts(m, "you are a careful assistant .")[:1] + prompts(m) + [L.chat_text(m.tokenizer, "hi")]
+    steer = L.Steering(0, torch.randn(len(ps), m.d_model, generator=torch.Generator().manual_seed(0)), 2.0)
+    for st_ in (None, steer):
+        ref = L._sample_rows_uncached(m, L.encode(m.tokenizer, ps), st_, slice(None), 10, 1.0,
+                                      torch.Generator().manual_seed(5))
+        assert L.sample(m, ps, 10, seed=5, steer=st_) == ref and any(ref)
 
 
 def test_steering_zero_scale_is_identity_and_hooks_are_removed(lm):

@@ -1,8 +1,8 @@
-"Properties of the report's statistics: Holm's correction across a family of endpoints."
+"Properties of the report's statistics: Holm's correction across a family of endpoints, pooled ratios."
 import math
 import numpy as np
 from hypothesis import given, settings, strategies as st
-from sfp_nb.report import ci_excludes, holm, mean_ci
+from sfp_nb.report import ci_excludes, holm, mean_ci, pooled_ratio
 
 family = st.dictionaries(st.sampled_from("abcdef"),
                          st.lists(st.floats(-3, 3, allow_nan=False), min_size=3, max_size=12),
@@ -33,3 +33,23 @@ def test_holm_with_one_endpoint_is_the_plain_test():
     ci = mean_ci(x)
     assert e["p"] == e["p_holm"] and e["level"] == 0.95
     assert (e["ci_low"], e["ci_high"]) == (ci["ci_low"], ci["ci_high"])
+
+ratios = st.lists(st.tuples(st.floats(-2, 2), st.floats(0.1, 2)), min_size=2, max_size=12)
+
+@settings(max_examples=200, deadline=None)
+@given(ratios, st.floats(0.1, 10))
+def test_pooled_ratio_is_a_weighted_mean_and_scale_free(pairs, scale):
+    num, den = (np.array(x) for x in zip(*pairs))
+    r = pooled_ratio(num, den)
+    if math.isnan(r["mean"]):  # only where the denominator is not resolved above zero
+        assert mean_ci(den)["ci_low"] <= 0
+        return
+    per_seed = num / den  # the pooled ratio weights each seed's ratio by its denominator
+    assert per_seed.min() - 1e-9 <= r["mean"] <= per_seed.max() + 1e-9
+    assert r["ci_low"] - 1e-9 <= r["ci_high"]
+    assert np.isclose(pooled_ratio(num * scale, den * scale)["mean"], r["mean"])
+
+def test_pooled_ratio_is_deterministic_and_sums_parts():
+    num, den = [[0.1, 0.3], [0.2, 0.2], [0.0, 0.4]], [[0.5, 0.5], [0.4, 0.6], [0.5, 0.5]]
+    a, b = pooled_ratio(num, den, seed=3), pooled_ratio(num, den, seed=3)
+    assert a == b and np.isclose(a["mean"], 1.2 / 3.0)

@@ -60,24 +60,43 @@ def test_restored_by_hand():
     assert np.allclose([r["T1"], r["T2"], r["T3"], r["min_over_tasks"]], [0.75, 1, -0.5, -0.5])
     assert math.isnan(restored(lam(0.2), lam(0.2), lam(0.1))["T1"])
 
+def _row(a, n, c, d=(1.0, 0.25, 0.25)):
+    "A table row: rises d per task, n of them undone, collateral c on every task."
+    return {"hook": "h", "strength": a, **{f"N_T{k + 1}": x for k, x in enumerate(n)},
+            **{f"D_T{k + 1}": x for k, x in enumerate(d)},
+            **{f"collateral_T{k}": c for k in (1, 2, 3)}, "collateral_worst": c}
+
 def test_at_level_and_choose():
     assert np.isclose(at_level([0.2, 0.6, 1.0], [1e-4, 1e-3, 1e-2], 0.8), 10**-2.5)
     assert at_level([0.95], [3.0], 0.9) == 3.0
     assert math.isnan(at_level([0.2, 0.6], [1.0, 2.0], 0.9))
-    toy = pd.DataFrame([{"hook": "h", "strength": a, "R_T1": r, "R_T2": r, "R_T3": r,
-                         "collateral_T1": c, "collateral_T2": c, "collateral_T3": c}
-                        for a, r, c in ((0.1, 0.5, 0.001), (0.2, 0.8, 0.002), (0.4, 1.0, 0.5))])
-    assert choose(toy) == {"hook": "h", "strength": 0.2}
+    toy = pd.DataFrame([_row(0.1, (0.5, 0.1, 0.1), 0.001), _row(0.2, (0.8, 0.2, 0.2), 0.002),
+                        _row(0.4, (1.0, 0.25, 0.25), 0.5)])
+    assert choose(toy) == {"hook": "h", "strength": 0.2}  # the best is over budget
 
-def test_restoration_over_seeds_shape():
-    rows = pd.DataFrame([{"R_T1": x, "R_T2": x, "R_T3": x, "R_min_over_tasks": x,
-                          "Rown_T1": x, "Rown_T2": x, "Rown_T3": x, "Rown_min_over_tasks": x,
-                          "collateral_T1": 0.1, "collateral_T2": 0.2, "collateral_T3": 0.3,
-                          "competence_kept": 1.0} for x in (0.5, 0.7, 0.9)])
+def test_choose_pools_seeds_before_dividing():
+    # seed 0's tiny rise makes its own ratio 20; pooled, the second setting restores more
+    toy = pd.DataFrame([{**_row(0.1, (1.0, 0.2, 0.2), 0.001, (1.0, 0.01, 0.01)), "seed": 0},
+                        {**_row(0.1, (1.0, 0.0, 0.0), 0.001), "seed": 1},
+                        {**_row(0.2, (1.0, 0.01, 0.01), 0.001, (1.0, 0.01, 0.01)), "seed": 0},
+                        {**_row(0.2, (1.0, 0.2, 0.2), 0.001), "seed": 1}])
+    assert choose(toy.drop(columns="seed")) == {"hook": "h", "strength": 0.2}
+
+def test_restoration_over_seeds_pools_and_keeps_units():
+    rows = pd.DataFrame([_row(0.1, (x, x / 4, x / 4), 0.1 * x) | {"competence_kept": 1.0}
+                         for x in (0.5, 0.7, 0.9)])
     out = restoration_over_seeds(rows)
-    assert np.isclose(out["restored_fraction"]["min_over_tasks"]["mean"], 0.7)
-    assert np.isclose(out["collateral"]["max_over_tasks"]["mean"], 0.3)
-    assert set(out["collateral"]["T1"]) >= {"mean", "ci_low", "ci_high"}
+    assert np.isclose(out["pooled_restored"]["mean"], 0.7) and out["pooled_restored"]["seeds"] == 3
+    assert np.isclose(out["restored_abs"]["T2"]["mean"], 0.7 / 4)
+    assert np.isclose(out["collateral"]["mean"], 0.07)
+    assert set(out["collateral_by_task"]["T1"]) >= {"mean", "ci_low", "ci_high", "seeds"}
+
+def test_restoration_over_seeds_gives_no_fraction_of_an_unresolved_rise():
+    rows = pd.DataFrame([_row(0.1, (0.5, 0.1, 0.1), 0.0, (1.0, d, -d)) | {"competence_kept": 1.0}
+                         for d in (0.1, 0.2, 0.3)])  # the held-out rises cancel: sum 0
+    out = restoration_over_seeds(rows)
+    assert math.isnan(out["pooled_restored"]["mean"])
+    assert np.isclose(out["restored_by_task"]["T1"]["mean"], 0.5)
 
 def test_persona_cells(world, cells):
     assert np.allclose(cells.posterior[:, 0], 0.2) and not cells.usable[:, 0].any()

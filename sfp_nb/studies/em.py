@@ -22,12 +22,12 @@ from ..emworld import (LABELS, em_layout, prefix_beliefs, sample_paths,
                             sector_next_probs, task_revealing)
 
 # %% auto #0
-__all__ = ['PersonaLabel', 'REPLICATION_SIZES', 'GATED_PRETRAIN', 'METRICS', 'EvalSet', 'reference_spec', 'task_marginal',
-           'content_probs', 'misaligned_forms', 'eval_set', 'model_probs', 'OracleModel', 'fit_lambda', 'in_task_probs',
-           'em_metrics', 'continuation_loglik', 'coherence_threshold', 'generate', 'classify', 'sampled_rates',
-           'generalisation_ratio', 'damage', 'at_damage', 'EMConfig', 'pretrain_config', 'finetune_spec',
-           'em_finetune_config', 'replication_models', 'flatten_metrics', 'unflatten_metrics', 'em_replication',
-           'curve_values', 'band', 'plot_band']
+__all__ = ['PersonaLabel', 'REPLICATION_SIZES', 'GATED_PRETRAIN', 'CHOSEN_FT_LR', 'METRICS', 'EvalSet', 'reference_spec',
+           'task_marginal', 'content_probs', 'misaligned_forms', 'eval_set', 'model_probs', 'OracleModel', 'fit_lambda',
+           'in_task_probs', 'em_metrics', 'continuation_loglik', 'coherence_threshold', 'generate', 'classify',
+           'sampled_rates', 'generalisation_ratio', 'damage', 'at_damage', 'EMConfig', 'pretrain_config',
+           'finetune_spec', 'em_finetune_config', 'replication_models', 'flatten_metrics', 'unflatten_metrics',
+           'em_replication', 'curve_values', 'band', 'plot_band']
 
 # %% ../../nbs/studies/10_em.ipynb #425c5b31
 @dataclass
@@ -374,6 +374,8 @@ REPLICATION_SIZES = {  # budget -> the replication's sizes (full: EMConfig's def
 # budget -> the persona-gated pre-training (chosen in benchmarks/bench_em.py; its batch is the fine-tune's too)
 GATED_PRETRAIN = {"smoke": dict(pretrain_steps=150, pretrain_lr=3e-3, batch_size=256),
                   "full": dict(pretrain_steps=3000, pretrain_lr=3e-3, batch_size=256)}
+# chapter 11's pilot choice (it checks its pilot still makes it); the chapters after it run on it
+CHOSEN_FT_LR = 3e-4
 
 
 # %% ../../nbs/studies/10_em.ipynb #7525f05a

@@ -12,7 +12,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from numpy import ndarray
 from torch import Tensor
-from ..report import mean_ci
+from ..report import finite_ci, pooled_ratio
 from .em import (EMConfig, EvalSet, em_finetune_config, em_metrics, eval_set,
                                finetune_spec, in_task_probs, model_probs, replication_models,
                                task_marginal)
@@ -28,13 +28,13 @@ from ..training import (RunOptions, finetune_config, model_inputs, model_log_pro
                              plain_twin, train_or_load)
 
 # %% auto #0
-__all__ = ['HOOKS', 'STEERED', 'ReversalMethod', 'PREVENTIONS', 'HEADER_WORLD', 'TASKS', 'BUDGET_NATS', 'kl_rows',
+__all__ = ['HOOKS', 'STEERED', 'ReversalMethod', 'PREVENTIONS', 'HEADER_WORLD', 'TASKS', 'HELD_OUT', 'BUDGET_NATS', 'kl_rows',
            'neutral_positions', 'reversal_summary', 'restored', 'PersonaCells', 'persona_cells', 'cell_centroids',
            'centroid_vectors', 'task_probe', 'conditional_steer', 'persona_directions', 'steer', 'probe_agreement',
-           'vector_geometry', 'ReversalConfig', 'Meter', 'ft_loss', 'em_reversal', 'PreventionConfig',
+           'vector_geometry', 'ReversalConfig', 'Meter', 'ft_loss', 'em_reversal', 'em_induction', 'PreventionConfig',
            'preventive_steer', 'prevention_config', 'em_prevention', 'RealignConfig', 'realign_config', 'em_realign',
            'InoculationConfig', 'inoculation_spec', 'inoculation_config', 'em_inoculation', 'seed_rows',
-           'setting_table', 'choose', 'restoration_over_seeds', 'at_level']
+           'setting_table', 'pooled_score', 'choose', 'restoration_over_seeds', 'at_level']
 
 # %% ../../nbs/studies/13_em_reversal.ipynb #cc2b3c5e
 def kl_rows(p: Float[ndarray, "... V"],
@@ -371,6 +371,31 @@ def _transfer(cfg: ReversalConfig, meter: Meter, vecs: dict) -> dict:
                 out[f"{name}_{'all' if h == 'all' else i}"] = meter(twin)
     return out
 
+# %% ../../nbs/studies/13_em_reversal.ipynb #a87e0045
+def _toward_misaligned(vecs: dict) -> dict:
+    "The reversal vectors of one hook, each pointed the other way (aligned -> misaligned)."
+    flip = ("belief_state", "belief_state_task", "belief_state_naive", "dim_finetune",
+            "dim_pretrain")
+    return {k: (-v if k in flip else v) for k, v in vecs.items()}
+
+@experiment("em_induction", version=1)
+def em_induction(cfg: ReversalConfig) -> dict:
+    "Each persona vector of the pre-trained model added toward misaligned: the lambda it induces."
+    em = cfg.em
+    pre, _ = replication_models(em)
+    twin = plain_twin(pre).eval()
+    meter = Meter(em, cfg.n_eval, twin)
+    vecs = persona_directions(pre, em, cfg.hooks, cfg.n_vector, cfg.lo, cfg.hi)
+    rows = [{"method": "none", "hook": "", "strength": 0.0, **meter(twin)}]
+    for h in cfg.hooks:
+        toward = _toward_misaligned(vecs[h])
+        for method in STEERED:
+            for a in cfg.strengths:
+                with steer(twin, h, method, toward, a, em.seed):
+                    rows.append({"method": method, "hook": h, "strength": a, **meter(twin)})
+    return {"settings": rows}
+
+
 # %% ../../nbs/studies/13_em_reversal.ipynb #64027b07
 PREVENTIONS = ("steer", "kl")
 
@@ -512,59 +537,75 @@ def em_inoculation(cfg: InoculationConfig) -> dict:
 
 # %% ../../nbs/studies/13_em_reversal.ipynb #97bd0691
 TASKS = ("T1", "T2", "T3")
+HELD_OUT = ("T2", "T3")  # the tasks EM spread to: the fine-tuning data never showed them
 BUDGET_NATS = 0.01  # collateral allowed on every task when a best setting is chosen
 
 def seed_rows(pre: dict, ref: dict, now: dict, split: str) -> dict:
-    "Restored fractions, collateral and competence kept of `now` against pre and ref (flat)."
+    "Per task the rise of lambda undone (N) and the fine-tune's rise (D); collateral, competence kept (flat)."
     p, f, n = pre[split], ref[split], now[split]
-    row = {f"R_{k}": v for k, v in restored(p, f, n).items()}
-    row |= {f"Rown_{k}": v for k, v in restored(p, f, n, "own").items()}
+    row = {}
+    for T in TASKS:
+        row[f"N_{T}"] = f[T]["lambda"] - n[T]["lambda"]
+        row[f"D_{T}"] = f[T]["lambda"] - p[T]["lambda"]
+    den = sum(row[f"D_{T}"] for T in HELD_OUT)
+    row["R_pooled"] = sum(row[f"N_{T}"] for T in HELD_OUT) / den if abs(den) > 1e-12 else math.nan
+    row["R_T1"] = row["N_T1"] / row["D_T1"] if abs(row["D_T1"]) > 1e-12 else math.nan
     for m in ("collateral", "spillover", "task_tv"):
         if m in n[TASKS[0]]:
-            row |= {f"{m}_{T}": n[T][m] for T in n}
+            row |= {f"{m}_{T}": n[T][m] for T in TASKS}
+            row[f"{m}_worst"] = max(n[T][m] for T in TASKS)
     d = pre["competence"] - ref["competence"]
     row["competence_kept"] = (pre["competence"] - now["competence"]) / d if d else math.nan
     return row
 
+
 # %% ../../nbs/studies/13_em_reversal.ipynb #68084a96
-def setting_table(records: list[dict], split: str) -> "pd.DataFrame":
+def setting_table(records: list[dict], split: str, seed_ids: list[int]) -> "pd.DataFrame":
     "One row per seed and em_reversal setting: restoration and collateral on `split`."
     import pandas as pd
+    if len(records) != len(seed_ids):
+        raise ValueError(f"{len(records)} records but {len(seed_ids)} seeds")
     rows = []
-    for seed, rec in enumerate(records):
+    for seed, rec in zip(seed_ids, records):
         ref = rec["settings"][0]  # no intervention: the fine-tuned model
         for s in rec["settings"]:
             rows.append({"seed": seed, "method": s["method"], "hook": s["hook"],
                          "strength": s["strength"], **seed_rows(rec["pre"], ref, s, split)})
     return pd.DataFrame(rows)
 
-def choose(table: "pd.DataFrame", by=("hook", "strength"),
-           budget_nats: float = BUDGET_NATS) -> dict:
-    "The best setting (seed means): max capped min-restoration within the collateral budget."
+def pooled_score(m: "pd.DataFrame", heldout_only: bool = False) -> ndarray:
+    "Per row of seed means: min(task 1's fraction, the held-out pooled fraction), each capped at 1."
+    held = m[[f"N_{T}" for T in HELD_OUT]].sum(axis=1) / m[[f"D_{T}" for T in HELD_OUT]].sum(axis=1)
+    score = held if heldout_only else np.minimum(held, m["N_T1"] / m["D_T1"])
+    return np.minimum(score.to_numpy(), 1)
+
+def choose(table: "pd.DataFrame", by=("hook", "strength"), budget_nats: float = BUDGET_NATS,
+           heldout_only: bool = False) -> dict:
+    "The best setting (pooled over seeds): max `pooled_score` within the collateral budget."
     m = table.groupby(list(by), dropna=False).mean(numeric_only=True).reset_index()
-    capped = np.minimum(m[[f"R_{T}" for T in TASKS]].to_numpy(), 1).min(1)
     worst = m[[f"collateral_{T}" for T in TASKS]].to_numpy().max(1)
-    score = np.where(worst <= budget_nats, capped, -np.inf)
+    score = np.where(worst <= budget_nats, pooled_score(m, heldout_only), -np.inf)
     best = np.lexsort((worst, -np.round(score, 6)))[0]
     return {k: m.loc[best, k] for k in by}
 
+
 # %% ../../nbs/studies/13_em_reversal.ipynb #24a2b9d5
 def restoration_over_seeds(rows: "pd.DataFrame") -> dict:
-    "mean_ci over seeds of every column the results keep, per task and summarised."
-    ci = lambda col: mean_ci(rows[col].dropna().to_numpy()) if rows[col].notna().any() \
-        else {"mean": math.nan, "ci_low": math.nan, "ci_high": math.nan, "seeds": 0}
-    out = {"restored_fraction": {T: ci(f"R_{T}") for T in TASKS + ("min_over_tasks",)},
-           "restored_fraction_own": {T: ci(f"Rown_{T}")
-                                     for T in TASKS + ("min_over_tasks",)}}
+    "Pooled restored fractions (bootstrap over seeds), lambda restored per task, collateral (mean_ci over seeds)."
+    ci = lambda col: finite_ci(rows[col].to_numpy())
+    frac = lambda tasks: pooled_ratio(rows[[f"N_{T}" for T in tasks]].to_numpy(),
+                                      rows[[f"D_{T}" for T in tasks]].to_numpy())
+    out = {"pooled_restored": frac(HELD_OUT),
+           "restored_by_task": {T: frac((T,)) for T in TASKS},
+           "restored_abs": {T: ci(f"N_{T}") for T in TASKS},
+           "rise": {T: ci(f"D_{T}") for T in TASKS}}
     for m in ("collateral", "spillover", "task_tv"):
-        if f"{m}_T1" not in rows: continue
-        cols = rows[[f"{m}_{T}" for T in TASKS]]
-        out[m] = {T: ci(f"{m}_{T}") for T in TASKS}
-        for name, f in (("min_over_tasks", np.min), ("max_over_tasks", np.max),
-                        ("mean_over_tasks", np.mean)):
-            out[m][name] = mean_ci(f(cols.to_numpy(), 1))
+        if f"{m}_worst" in rows:
+            out[m] = ci(f"{m}_worst")
+            out[f"{m}_by_task"] = {T: ci(f"{m}_{T}") for T in TASKS}
     out["competence_kept"] = ci("competence_kept")
     return out
+
 
 # %% ../../nbs/studies/13_em_reversal.ipynb #2f3eb41a
 def at_level(level: Float[ndarray, "n"], value: Float[ndarray, "n"],
