@@ -767,6 +767,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                'sfp_nb/studies/reversal.py'),
                                          'sfp_nb.studies.reversal._last_state': ( 'studies/em_reversal.html#_last_state',
                                                                                   'sfp_nb/studies/reversal.py'),
+                                         'sfp_nb.studies.reversal._steering_rows': ( 'studies/em_reversal.html#_steering_rows',
+                                                                                     'sfp_nb/studies/reversal.py'),
                                          'sfp_nb.studies.reversal._task_data': ( 'studies/em_reversal.html#_task_data',
                                                                                  'sfp_nb/studies/reversal.py'),
                                          'sfp_nb.studies.reversal._toward_misaligned': ( 'studies/em_reversal.html#_toward_misaligned',

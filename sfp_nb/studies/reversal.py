@@ -332,6 +332,16 @@ def _ablate_all(model, hooks, direction_of):
     return stack
 
 # %% ../../nbs/studies/13_em_reversal.ipynb #7c4423d0
+def _steering_rows(model, meter: Meter, vecs: dict, cfg: ReversalConfig) -> list[dict]:
+    "Every steering method at every hook and strength of `cfg`, measured by `meter`."
+    rows = []
+    for h in cfg.hooks:
+        for method in STEERED:
+            for a in cfg.strengths:
+                with steer(model, h, method, vecs[h], a, cfg.em.seed):
+                    rows.append({"method": method, "hook": h, "strength": a, **meter(model)})
+    return rows
+
 @experiment("em_reversal", version=1)
 def em_reversal(cfg: ReversalConfig) -> dict:
     "Every inference-time reversal of one fine-tuned model, at every hook and strength."
@@ -340,12 +350,9 @@ def em_reversal(cfg: ReversalConfig) -> dict:
     twin = plain_twin(ft).eval()
     meter = Meter(em, cfg.n_eval, plain_twin(pre).eval(), twin)
     vecs = persona_directions(ft, em, cfg.hooks, cfg.n_vector, cfg.lo, cfg.hi)
-    rows = [{"method": "none", "hook": "", "strength": 0.0, **meter(twin)}]
+    rows = [{"method": "none", "hook": "", "strength": 0.0, **meter(twin)},
+            *_steering_rows(twin, meter, vecs, cfg)]
     for h in cfg.hooks:
-        for method in STEERED:
-            for a in cfg.strengths:
-                with steer(twin, h, method, vecs[h], a, em.seed):
-                    rows.append({"method": method, "hook": h, "strength": a, **meter(twin)})
         with steer(twin, h, "ablation", vecs[h], 0.0):
             rows.append({"method": "ablation", "hook": h, "strength": 0.0, **meter(twin)})
     with _ablate_all(twin, cfg.hooks, lambda h: vecs[h]["dim_pretrain"]):
@@ -386,14 +393,9 @@ def em_induction(cfg: ReversalConfig) -> dict:
     twin = plain_twin(pre).eval()
     meter = Meter(em, cfg.n_eval, twin)
     vecs = persona_directions(pre, em, cfg.hooks, cfg.n_vector, cfg.lo, cfg.hi)
-    rows = [{"method": "none", "hook": "", "strength": 0.0, **meter(twin)}]
-    for h in cfg.hooks:
-        toward = _toward_misaligned(vecs[h])
-        for method in STEERED:
-            for a in cfg.strengths:
-                with steer(twin, h, method, toward, a, em.seed):
-                    rows.append({"method": method, "hook": h, "strength": a, **meter(twin)})
-    return {"settings": rows}
+    toward = {h: _toward_misaligned(v) for h, v in vecs.items()}
+    return {"settings": [{"method": "none", "hook": "", "strength": 0.0, **meter(twin)},
+                         *_steering_rows(twin, meter, toward, cfg)]}
 
 
 # %% ../../nbs/studies/13_em_reversal.ipynb #64027b07
