@@ -391,7 +391,6 @@ def gate_record(cfg: EMConfig) -> dict:
     model = train_or_load(pretrain_config(cfg), RunOptions(progress=False))[0]
     return persona_gate(model, cfg, cfg.n_eval)
 
-
 # %% ../../nbs/studies/12_em_controls.ipynb #e9c04119
 def adapter_grads(model, adapter: dict, batch: Int[ndarray, "b pos"], process: GHMM,
                   cfg: TrainConfig) -> dict:

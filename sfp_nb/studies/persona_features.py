@@ -18,15 +18,15 @@ from ..emworld import em_layout, persona_posterior, sample_paths
 from ..experiments import experiment, torch_threads
 from ..interventions import add_vector, intervene, stream_activations
 from ..processes import make_process
-from .reversal import HOOKS, Meter, persona_directions, restored
+from .reversal import HOOKS, Meter, persona_directions
 from ..sae import (SAEConfig, TopKSAE, evaluate_sae, latent_auroc, latent_correlation,
                         load_sae, sae_latents, save_sae, train_sae)
 from ..steering import probe_directions
 from ..training import model_inputs, plain_twin
 
 # %% auto #0
-__all__ = ['ModelKind', 'PersonaSAE', 'residual_rows', 'persona_sae', 'Probes', 'probe_sequences', 'persona_scores', 'rise',
-           'cos_to', 'in_subspace', 'ablate_latent', 'induced', 'FeatureConfig', 'persona_features']
+__all__ = ['ModelKind', 'LatentKind', 'PersonaSAE', 'residual_rows', 'persona_sae', 'Probes', 'probe_sequences', 'persona_scores',
+           'rise', 'cos_to', 'in_subspace', 'ablate_latent', 'latent_effect', 'FeatureConfig', 'persona_features']
 
 # %% ../../nbs/studies/14a_persona_features.ipynb #b604f196
 ModelKind = Literal["pre", "ft"]  # a replication run's pre-trained or fine-tuned model
@@ -123,10 +123,14 @@ def ablate_latent(model, hook: str, sae: TopKSAE, j: int):
         return h - z[:, None].to(h) * d.to(h)
     return intervene(model, hook, edit, "all")
 
-def induced(pre: dict, ft: dict, now: dict) -> dict:
-    "Per task: the rise of lambda under `now` as a fraction of the fine-tune's rise."
-    lam = lambda d, T: d[T]["lambda"]
-    return {T: (lam(now, T) - lam(pre, T)) / (lam(ft, T) - lam(pre, T)) for T in pre}
+LatentKind = Literal["up", "down", "ablate"]  # along on the pre-trained model; against, ablated on the fine-tuned one
+
+def latent_effect(causal: dict, name: str, kind: LatentKind, tasks, at: int = -1) -> tuple[float, float]:
+    "From a record's `causal` part: (lambda moved toward the fine-tune (`up`) or back from it, the fine-tune's rise), summed over `tasks`; `at` indexes the strength."
+    pre, ft = causal["base"]["pre"], causal["base"]["ft"]
+    now = causal[name][kind] if kind == "ablate" else causal[name][kind][at]
+    moved = (lambda T: now[T] - pre[T]) if kind == "up" else (lambda T: ft[T] - now[T])
+    return float(sum(moved(T) for T in tasks)), float(sum(ft[T] - pre[T] for T in tasks))
 
 # %% ../../nbs/studies/14a_persona_features.ipynb #2238357c
 @dataclass(frozen=True)
@@ -165,7 +169,7 @@ def _geometry(d: ndarray, dirs: dict, task_basis: ndarray) -> dict:
             "task_subspace": in_subspace(d, task_basis)}
 
 # %% ../../nbs/studies/14a_persona_features.ipynb #2c2978ff
-@experiment("persona_features", version=1)
+@experiment("persona_features", version=2)
 def persona_features(cfg: FeatureConfig) -> dict:
     "SAE persona latents, model diffing, geometry and causal tests for one run."
     em, h = cfg.em, cfg.hook
@@ -232,21 +236,19 @@ def _latent_geometry(cfg, pre, ft, saes, X_pre, probes, top, persona) -> dict:
 
 # %% ../../nbs/studies/14a_persona_features.ipynb #9541aa2f
 def _causal(cfg, twins, sae, meter, latents: dict, resid_norm: float) -> dict:
-    "Steer the pre-trained model up, the fine-tuned one down, and ablate, per latent."
+    "Lambda per task of both models, and with each latent steered up, down and ablated."
     h = cfg.hook
-    base = {m: meter(t)["test"] for m, t in twins.items()}
-    out = {}
+    lam = lambda twin: {T: v["lambda"] for T, v in meter(twin)["test"].items()}
+    out = {"base": {m: lam(t) for m, t in twins.items()}}
     for name, j in latents.items():
         d = sae.W_dec[j].detach()
         res = {"up": [], "down": []}
         for a in cfg.strengths:
             with add_vector(twins["pre"], h, d, a * resid_norm, "all"):
-                now = meter(twins["pre"])["test"]
-                res["up"].append(induced(base["pre"], base["ft"], now))
+                res["up"].append(lam(twins["pre"]))
             with add_vector(twins["ft"], h, d, -a * resid_norm, "all"):
-                res["down"].append(restored(base["pre"], base["ft"],
-                                            meter(twins["ft"])["test"]))
+                res["down"].append(lam(twins["ft"]))
         with ablate_latent(twins["ft"], h, sae, j):
-            res["ablate"] = restored(base["pre"], base["ft"], meter(twins["ft"])["test"])
+            res["ablate"] = lam(twins["ft"])
         out[name] = res
     return out
