@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from sfp_nb.studies.em import EMConfig
-from sfp_nb.studies.persona_features import (FeatureConfig, PersonaSAE, cos_to, in_subspace, induced,
-                                persona_sae, persona_scores, probe_sequences, rise)
+from sfp_nb.studies.persona_features import (FeatureConfig, PersonaSAE, cos_to, in_subspace,
+                                             latent_effect, persona_sae, persona_scores,
+                                             probe_sequences, rise)
 from sfp_nb.processes import ProcessSpec
 from sfp_nb.sae import SAEConfig, TopKSAE
 
@@ -38,10 +39,15 @@ def test_geometry_helpers():
     assert np.isclose(in_subspace([1.0, -1, 0], basis), 0)
     assert np.isclose(in_subspace([1.0, 0, 0], basis), 2**-0.5)
 
-def test_induced_by_hand():
-    lam = lambda *xs: {f"T{i + 1}": {"lambda": x} for i, x in enumerate(xs)}
-    out = induced(lam(0.2, 0.1), lam(1.0, 0.3), lam(0.6, 0.5))
-    assert np.allclose([out["T1"], out["T2"]], [0.5, 2.0])
+def test_latent_effect_by_hand():
+    causal = {"base": {"pre": {"T1": 0.2, "T2": 0.1}, "ft": {"T1": 1.0, "T2": 0.3}},
+              "top": {"up": [{"T1": 0.6, "T2": 0.5}], "down": [{"T1": 1.2, "T2": 0.0}],
+                      "ablate": {"T1": 0.2, "T2": 0.1}}}
+    assert np.allclose(latent_effect(causal, "top", "up", ("T1", "T2")), (0.8, 1.0))
+    assert np.allclose(latent_effect(causal, "top", "down", ("T1",)), (-0.2, 0.8))  # moved further
+    assert np.allclose(latent_effect(causal, "top", "ablate", ("T1", "T2")), (1.0, 1.0))  # all undone
+    with pytest.raises(KeyError):
+        latent_effect(causal, "persona", "up", ("T1",))
 
 def test_rise_is_zero_on_the_same_rows():
     sae = TopKSAE(SAEConfig(d_in=6, n_latents=12, k=2))
