@@ -58,6 +58,7 @@ PAGES = {
     # `$$r$$ is the ratio $x$` inside a paragraph: dollarmath pairs the delimiters wrongly
     "math_dollar": (page(r'<p><span class="math notranslate nohighlight">\(r$ is the ratio \)</span></p>', mathjax=True), "", "a literal $ inside a formula"),
     "math_english": (page(r'<p><span class="math notranslate nohighlight">\(x where the mean over tasks\)</span></p>', mathjax=True), "", "English words typeset as math: 'where the mean'"),
+    "math_glue_role": (page(r'<p><span class="math notranslate nohighlight">\(10^{{glue:text}`ch.key:.2g`}\)</span></p>', mathjax=True), "", "a glue role inside a formula"),
     "math_text_ok": (page(r'<p><span class="math notranslate nohighlight">\(\text{the mean over tasks} = \bar x\)</span></p>', mathjax=True), "", None),
 }
 

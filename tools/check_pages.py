@@ -12,6 +12,7 @@ has run their JavaScript. For each page in `_toc.yml` it dumps the DOM after Mat
 - a glued value shown with quote marks (`'0.6456'`) or as a numpy repr (`np.float64(0.6456)`);
 - a formula holding a literal `$` or a run of English words (math delimiters paired wrongly, e.g. an
   inline `$$...$$` inside a paragraph);
+- a `{glue:...}` role inside a formula (MyST does not expand roles in math, so the reader sees the role);
 - a glued value the page's prose names but its notebook never glued (it would show as a blank);
 - an execution report (`_build/html/reports/<page>.err.log`): the notebook stopped at an error, and the
   page shows whatever ran before it;
@@ -130,7 +131,9 @@ def page_problems(static_html: str, dom: str, source: str = "") -> list[str]:
             found.append(f"math not typeset: {len(raw)} of {n_math} formula(s) left as TeX, e.g. {_short(raw[0].get_text())!r}")
     for m in before.select(".math"):
         tex = m.get_text()
-        if "$" in tex.replace("\\$", ""):
+        if "{glue:" in tex:
+            found.append(f"a glue role inside a formula (not expanded there): {_short(tex)!r}")
+        elif "$" in tex.replace("\\$", ""):
             found.append(f"a literal $ inside a formula (delimiters paired wrongly?): {_short(tex)!r}")
         elif words := ENGLISH.search(TEX_COMMAND.sub(" ", TEX_TEXT.sub(" ", tex))):
             found.append(f"English words typeset as math: {words.group(0)!r} in {_short(tex)!r}")
