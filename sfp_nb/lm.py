@@ -15,11 +15,11 @@ from torch import Tensor
 from .interventions import add_vector, blocks_of, check_hooks, resid
 
 # %% auto #0
-__all__ = ['WEIGHTS', 'TOKENIZER_FILES', 'HOW_TO', 'CHATML', 'SPECIALS', 'Arch', 'DTYPES', 'Dtype', 'WHERE', 'Where',
-           'LORA_TARGETS', 'offline', 'check_model_dir', 'tiny_tokenizer', 'tiny_model', 'LM', 'load_lm', 'chat_text',
-           'Batch', 'pad_id', 'encode', 'layer_acts', 'PersonaVectors', 'persona_vectors', 'unit', 'projection',
-           'finetuning_shift', 'GridCentroids', 'grid_centroids', 'Steering', 'steered', 'next_token_probs', 'js_bits',
-           'sample', 'FinetuneConfig', 'finetune']
+__all__ = ['WEIGHTS', 'TOKENIZER_FILES', 'HOW_TO', 'ADAPTER_HOW_TO', 'CHATML', 'SPECIALS', 'Arch', 'DTYPES', 'Dtype', 'WHERE',
+           'Where', 'LORA_TARGETS', 'offline', 'check_model_dir', 'check_adapter_dir', 'tiny_tokenizer', 'tiny_model',
+           'LM', 'load_lm', 'chat_text', 'Batch', 'pad_id', 'encode', 'layer_acts', 'PersonaVectors', 'persona_vectors',
+           'unit', 'projection', 'finetuning_shift', 'GridCentroids', 'grid_centroids', 'Steering', 'steered',
+           'next_token_probs', 'js_bits', 'sample', 'FinetuneConfig', 'finetune']
 
 # %% ../nbs/library/17_lm.ipynb #81f41f0f
 def offline() -> None:
@@ -58,6 +58,24 @@ def check_model_dir(path) -> Path:
         if (p / name).exists() and not _json_object(p / name):  # not deep in transformers
             raise ValueError(f"{p / name} is not a JSON object: {HOW_TO}")
     return p.resolve()
+
+ADAPTER_HOW_TO = ("put a peft LoRA adapter there: adapter_config.json and adapter_model.safetensors, "
+                  "e.g. a model organism copied with huggingface-cli download REPO --local-dir DIR")
+
+def check_adapter_dir(path) -> Path:
+    "The folder `path` if it holds a peft adapter (config and safetensors weights); else a clear error."
+    p = Path(path).expanduser()
+    if not p.is_dir(): raise FileNotFoundError(f"adapter folder {p} does not exist: {ADAPTER_HOW_TO}")
+    if not (p / "adapter_config.json").exists() or not _json_object(p / "adapter_config.json"):
+        raise FileNotFoundError(f"adapter folder {p} lacks a readable adapter_config.json: "
+                                f"{ADAPTER_HOW_TO}")
+    if not (p / "adapter_model.safetensors").exists():
+        pickle = (" (its adapter_model.bin is a pickle, which sfp never loads)"
+                  if (p / "adapter_model.bin").exists() else "")
+        raise FileNotFoundError(f"adapter folder {p} lacks adapter_model.safetensors{pickle}: "
+                                f"{ADAPTER_HOW_TO}")
+    return p.resolve()
+
 
 # %% ../nbs/library/17_lm.ipynb #6f20686d
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
@@ -127,7 +145,19 @@ class LM:
         "The hook name of the residual stream after block `layer` (negative: from the end)."
         return resid(operator.index(layer), n_layers=self.n_layers)
 
-def load_lm(path, device: str = "cpu", dtype: Dtype = "float32") -> LM:
+def _merged(path: Path, adapter, dtype: Dtype):
+    "The Hugging Face model in `path` with the LoRA adapter in the folder `adapter` merged in."
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+    adapter = check_adapter_dir(adapter)
+    base = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=DTYPES[dtype])
+    with warnings.catch_warnings():  # peft calls a transformers API deprecated for v6
+        warnings.simplefilter("ignore", FutureWarning)
+        return PeftModel.from_pretrained(base, adapter).merge_and_unload()
+
+def load_lm(path, device: str = "cpu", dtype: Dtype = "float32",
+            adapter=None  # a peft LoRA folder trained on `path` (a model organism), merged in
+            ) -> LM:
     "Boot the causal LM in the local folder `path` (never the network) on `device`."
     offline()
     from transformers import AutoTokenizer
@@ -135,10 +165,11 @@ def load_lm(path, device: str = "cpu", dtype: Dtype = "float32") -> LM:
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
     path = check_model_dir(path)
+    hf_model = None if adapter is None else _merged(path, adapter, dtype)
     tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
     with contextlib.redirect_stderr(sys.stdout):  # a page fails on anything written to stderr
-        model = TransformerBridge.boot_transformers(str(path), device=device,
-                                                    dtype=DTYPES[dtype], tokenizer=tok)
+        model = TransformerBridge.boot_transformers(str(path), device=device, dtype=DTYPES[dtype],
+                                                    tokenizer=tok, hf_model=hf_model)
     return LM(model.eval(), tok, path)
 
 # %% ../nbs/library/17_lm.ipynb #b5f88b59
@@ -469,9 +500,10 @@ def _with_lora(model, rank: int, alpha: float):
 
 def finetune(model,  # a plain Hugging Face causal LM (not the bridge)
              tokenizer, prompts: list[str], responses: list[str], cfg: FinetuneConfig,
-             steer_vector: Tensor | None = None  # (d_model,): preventative steering
+             steer_vector: Tensor | None = None,  # (d_model,): preventative steering
+             merge: bool = True  # False: keep the peft model (`save_pretrained` writes the adapter)
              ) -> tuple[object, dict]:
-    "Fine-tune `model` on the pairs (loss on responses + EOS); returns (merged model, log)."
+    "Fine-tune `model` on the pairs (loss on responses + EOS); returns (model, log)."
     if cfg.steer_scale and steer_vector is None:
         raise ValueError("steer_scale needs a steer_vector")
     data = encode(tokenizer, prompts, responses, end=True)
@@ -494,5 +526,5 @@ def finetune(model,  # a plain Hugging Face causal LM (not the bridge)
             opt.zero_grad(); loss.backward(); opt.step()
             losses.append(loss.item())
     model.eval()
-    if cfg.rank > 0: model = model.merge_and_unload()
+    if cfg.rank > 0 and merge: model = model.merge_and_unload()
     return model, {"losses": losses, "seconds": time.perf_counter() - t0}

@@ -1,0 +1,74 @@
+"""Seconds, tokens per second and memory of the offline EM evaluation (`python -m sfp_nb.em_eval`) on random Qwen2 models.
+
+Run from the repository root: `.venv/bin/python benchmarks/bench_em_eval.py` (CPU, a small Qwen2) or, where a
+GPU is lent, `.venv/bin/python benchmarks/bench_em_eval.py --device cuda --size 0.5b --dtype bfloat16` (a random
+model of Qwen2.5-0.5B's shape as base and as judge, and a random rank-8 LoRA organism). It answers eight
+questions (the size of Betley et al.'s first-plot set) with `--samples` replies each per model, and writes
+`results/bench_em_eval.json` (or `results/smoke/` at `SFP_BUDGET=smoke`), keeping the entries of other devices
+and sizes. The weights are random: only the speed means anything. A random judge puts little probability on
+numbers, so the run lowers `min_mass` to score every reply, as a real judge would.
+"""
+from __future__ import annotations
+import argparse, json, os, platform, sys, tempfile
+from pathlib import Path
+import torch
+import yaml
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from bench_lm import SIZES, TEXTS, random_qwen2
+from sfp_nb import em_eval as E
+from sfp_nb import lm as L
+from sfp_nb.core import by_budget, results_dir, save_results
+
+
+def random_organism(base: Path, folder: Path) -> Path:
+    "A random rank-8 LoRA adapter on every linear map of `base`'s blocks."
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+    torch.manual_seed(1)
+    hf = AutoModelForCausalLM.from_pretrained(base, local_files_only=True)
+    cfg = LoraConfig(r=8, lora_alpha=8, init_lora_weights=False, target_modules=list(L.LORA_TARGETS[:7]))
+    get_peft_model(hf, cfg).save_pretrained(folder)
+    return folder
+
+
+def bench(size: str, device: str, dtype: str, samples: int, new_tokens: int) -> dict:
+    "One evaluation of base, organism and steered organism; its record's timings."
+    with tempfile.TemporaryDirectory() as d:
+        d = Path(d)
+        base = random_qwen2(d / "base", size)
+        qs = [{"id": f"q{i}", "paraphrases": [TEXTS[i % 4]], "samples_per_paraphrase": samples} for i in range(8)]
+        (d / "q.yaml").write_text(yaml.safe_dump(qs))
+        if device.startswith("cuda"): torch.cuda.reset_peak_memory_stats()
+        rec = E.run_eval(E.EvalConfig(str(base), str(random_organism(base, d / "organism")), str(base),
+                                      str(d / "q.yaml"), max_new_tokens=new_tokens, min_mass=1e-6,
+                                      device=device, dtype=dtype, batch_size=64))
+    n = len(rec["answers"])
+    return {"size": size, "device": device, "dtype": dtype, "replies": n, "max_new_tokens": new_tokens,
+            "seconds": rec["seconds"], "judge_seconds_per_reply": rec["seconds"]["judge"] / n,
+            # a random model rarely draws EOS among 151,936 tokens: every reply runs to max_new_tokens
+            "new_tokens_per_s": {m: n // 3 * new_tokens / rec["seconds"][m] for m in rec["models"]},
+            "peak_memory_gib": (torch.cuda.max_memory_allocated() / 2**30
+                                if device.startswith("cuda") else None)}
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--size", choices=list(SIZES), default=None)
+    ap.add_argument("--dtype", choices=list(L.DTYPES), default=None)
+    a = ap.parse_args(argv)
+    gpu = a.device.startswith("cuda")
+    size, dtype = a.size or ("0.5b" if gpu else "small"), a.dtype or ("bfloat16" if gpu else "float32")
+    entry = bench(size, a.device, dtype, by_budget(2, 50 if gpu else 8), by_budget(8, 256 if gpu else 64))
+    entry["machine"] = torch.cuda.get_device_name() if gpu else platform.processor() or platform.machine()
+    path = results_dir() / "bench_em_eval.json"
+    old = json.loads(path.read_text()).get("runs", {}) if path.exists() else {}
+    old[f"{a.device.split(':')[0]}_{size}_{dtype}"] = entry
+    save_results("bench_em_eval", {"runs": old})
+    print(json.dumps(entry, indent=1))
+    return entry
+
+
+if __name__ == "__main__":
+    main()
