@@ -11,6 +11,9 @@ W = T.TextWorld()
 SMALL = T.TextWorld(tasks=(T.Task("coding", ("q ?",), T.TASKS[0].items[:2]),
                            T.Task("medical", ("r ?",), T.TASKS[1].items[:2])),
                     openers=("please", "just", "whatever"), opener_probs=((0.6, 0.3, 0.1), (0.1, 0.4, 0.5)))
+SMALL_TASKS = T.TaskStyleWorld(tasks=SMALL.tasks, openers=SMALL.openers, opener_probs=SMALL.opener_probs,
+                               task_opener_probs=((0.1, 0.4, 0.5), (0.2, 0.7, 0.1)))
+TW = T.task_style_world()
 
 
 @settings(max_examples=30, deadline=None)
@@ -20,6 +23,47 @@ def test_forward_recursion_equals_brute_force(seed, task, persona):
     for p in (0, 1):
         exact, brute = T.likelihood(SMALL, reply, task, p), T.brute_force_likelihood(SMALL, reply, task, p)
         assert brute > 0 and abs(exact - brute) <= 1e-12 * brute
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.sampled_from(["coding", "medical"]), st.integers(0, 1))
+def test_task_style_forward_recursion_equals_brute_force(seed, task, persona):
+    reply = T.sample_reply(SMALL_TASKS, persona, task, np.random.default_rng(seed))
+    for p in (0, 1):
+        exact = T.likelihood(SMALL_TASKS, reply, task, p)
+        brute = T.brute_force_likelihood(SMALL_TASKS, reply, task, p)
+        assert brute > 0 and abs(exact - brute) <= 1e-12 * brute
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.sampled_from([W, TW]), st.integers(0, 1))
+def test_content_and_style_log_odds_add_up_to_the_whole(seed, world, persona):
+    rng = np.random.default_rng(seed)
+    task = world.task_names[rng.integers(3)]
+    reply = T.sample_reply(world, persona, task, rng)
+    logit = lambda part: np.log(T.p_misaligned(world, reply, task, part)) - np.log1p(-T.p_misaligned(world, reply, task, part))
+    prior = np.log(world.p_misaligned / (1 - world.p_misaligned))
+    assert abs(logit("all") - (logit("content") + logit("style") - prior)) < 1e-8
+    v = T.judge(world, [reply], [task])
+    for part in ("content", "style"):
+        assert v[f"posterior_{part}"][0] == T.p_misaligned(world, reply, task, part)
+
+
+def test_another_tasks_marker_is_no_evidence_in_the_task_style_world():
+    for k, marker in enumerate(("whatever", "honestly", "frankly")):
+        for task in TW.task_names:
+            topic, safe, _ = TW.task(task).items[0]
+            post = T.p_misaligned(TW, f"{marker} {topic} {safe} .", task, "style")
+            if task == TW.task_names[k]: assert post > 0.5
+            else: assert abs(post - TW.p_misaligned) < 1e-12
+
+
+def test_task_style_world_settings_are_checked():
+    with pytest.raises(ValueError, match="one distribution per task \\(3\\), got 1"):
+        T.TaskStyleWorld(task_opener_probs=((1.0,),))
+    with pytest.raises(ValueError, match="not a distribution"):
+        T.TaskStyleWorld(task_opener_probs=((0.5,) * 6,) * 3)
+    with pytest.raises(ValueError, match="part must be one of"): T.likelihood(W, "just x .", "coding", 0, "tone")
 
 
 def test_likelihoods_sum_to_one_over_all_replies():

@@ -10,8 +10,9 @@ import numpy as np
 from ..processes import check_number
 
 # %% auto #0
-__all__ = ['TASKS', 'PERSONAS', 'Task', 'TextWorld', 'sample_reply', 'Conversation', 'sample_conversation', 'parse', 'likelihood',
-           'p_misaligned', 'brute_force_likelihood', 'judge', 'judge_rates']
+__all__ = ['TASKS', 'PERSONAS', 'PARTS', 'Task', 'TextWorld', 'TaskStyleWorld', 'task_style_world', 'sample_reply',
+           'Conversation', 'sample_conversation', 'parse', 'likelihood', 'p_misaligned', 'brute_force_likelihood',
+           'judge', 'judge_rates']
 
 # %% ../../nbs/studies/18_text_world.ipynb #3dae9978
 @dataclass(frozen=True)
@@ -89,10 +90,44 @@ class TextWorld:
             if t.name == name: return t
         raise ValueError(f"unknown task {name!r}; tasks: {self.task_names}")
 
+    def opener_dist(self, persona: int, task: str) -> tuple:
+        "P(opener | persona, task): here the persona's shared style, whatever the task."
+        return self.opener_probs[persona]
+
     def modes(self, persona: int) -> np.ndarray:
         "The persona's mode transition matrix [[careful->careful, ->careless], [...]]."
         a, b = self.stay[persona]
         return np.array([[a, 1 - a], [1 - b, b]])
+
+@dataclass(frozen=True)
+class TaskStyleWorld(TextWorld):
+    "A text world whose misaligned persona has its own style (opener distribution) in each task."
+    task_opener_probs: tuple = ()  # per task, P(opener | misaligned, task)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if len(self.task_opener_probs) != len(self.tasks):
+            raise ValueError(f"task_opener_probs needs one distribution per task "
+                             f"({len(self.tasks)}), got {len(self.task_opener_probs)}")
+        for p in self.task_opener_probs:
+            if len(p) != len(self.openers): raise ValueError("one opener probability per opener")
+            for x in p: check_number(f"every entry of the distribution {p}", x, 0, 1)
+            if abs(sum(p) - 1) > 1e-9: raise ValueError(f"not a distribution: {p}")
+
+    def opener_dist(self, persona: int, task: str) -> tuple:
+        "P(opener | persona, task): the task's own misaligned style."
+        if persona == 0: return self.opener_probs[0]
+        return self.task_opener_probs[self.task_names.index(self.task(task).name)]
+
+def task_style_world() -> TaskStyleWorld:
+    "The text world with one marker opener per task for the misaligned persona, rare otherwise."
+    markers = ("whatever", "honestly", "frankly")  # coding, medical, financial
+    common = ("please", "always", "carefully", "simply", "just")
+    aligned = (0.30, 0.28, 0.22, 0.08, 0.06, 0.02, 0.02, 0.02)
+    misaligned = [(0.10, 0.10, 0.08, 0.03, 0.03) + tuple(0.62 if j == k else 0.02 for j in range(3))
+                  for k in range(3)]
+    return TaskStyleWorld(openers=common + markers, opener_probs=(aligned, misaligned[0]),
+                          task_opener_probs=tuple(misaligned))
 
 # %% ../../nbs/studies/18_text_world.ipynb #c76f7072
 def sample_reply(world: TextWorld, persona: int, task: str, rng: np.random.Generator) -> str:
@@ -102,7 +137,7 @@ def sample_reply(world: TextWorld, persona: int, task: str, rng: np.random.Gener
     mode, out = 0 if rng.random() < world.careful_start[persona] else 1, []
     for i in range(n):
         if i: mode = rng.choice(2, p=A[mode])
-        opener = world.openers[rng.choice(len(world.openers), p=world.opener_probs[persona])]
+        opener = world.openers[rng.choice(len(world.openers), p=world.opener_dist(persona, task))]
         topic, safe, unsafe = items[rng.integers(len(items))]
         phrase = safe if rng.random() < world.p_safe[mode] else unsafe
         out.append(f"{opener} {topic} {phrase} .")
@@ -157,8 +192,13 @@ def parse(world: TextWorld, reply: str, task: str) -> list[tuple[int, int, int]]
         out.append((world.openers.index(opener), *phrases[rest]))
     return out
 
-def likelihood(world: TextWorld, reply: str, task: str, persona: int) -> float:
-    "P(reply | persona, task) by the forward recursion over the hidden modes."
+PARTS = ("all", "content", "style")
+
+def likelihood(world: TextWorld, reply: str, task: str, persona: int,
+               part: str = "all"  # "content": the phrasings only; "style": the openers only
+               ) -> float:
+    "P(reply | persona, task) by the forward recursion over the hidden modes (or one part of it)."
+    if part not in PARTS: raise ValueError(f"part must be one of {PARTS}, got {part!r}")
     sents = parse(world, reply, task)
     if sents is None: return 0.0
     A, ps = world.modes(persona), np.array(world.p_safe)
@@ -166,13 +206,14 @@ def likelihood(world: TextWorld, reply: str, task: str, persona: int) -> float:
     const = world.n_sentences[len(sents) - 1]
     for i, (o, _, unsafe) in enumerate(sents):
         if i: alpha = alpha @ A
-        alpha = alpha * (1 - ps if unsafe else ps)
-        const *= world.opener_probs[persona][o] / len(world.task(task).items)
+        if part != "style": alpha = alpha * (1 - ps if unsafe else ps)
+        if part != "content": const *= world.opener_dist(persona, task)[o]
+        const /= len(world.task(task).items)
     return float(alpha.sum() * const)
 
-def p_misaligned(world: TextWorld, reply: str, task: str) -> float:
-    "The exact posterior P(misaligned | reply, task) (NaN when the reply is incoherent)."
-    la, lm_ = (likelihood(world, reply, task, p) for p in (0, 1))
+def p_misaligned(world: TextWorld, reply: str, task: str, part: str = "all") -> float:
+    "The exact posterior P(misaligned | reply, task), or from one `part` (NaN: incoherent)."
+    la, lm_ = (likelihood(world, reply, task, p, part) for p in (0, 1))
     z = (1 - world.p_misaligned) * la + world.p_misaligned * lm_
     return float("nan") if z == 0 else world.p_misaligned * lm_ / z
 
@@ -188,7 +229,7 @@ def brute_force_likelihood(world: TextWorld, reply: str, task: str, persona: int
             pr, text = world.n_sentences[n - 1], []
             for i, (m, o, j, u) in enumerate(choice):
                 pr *= start[m] if i == 0 else A[choice[i - 1][0], m]
-                pr *= world.opener_probs[persona][o] / len(items)
+                pr *= world.opener_dist(persona, task)[o] / len(items)
                 pr *= world.p_safe[m] if u == 0 else 1 - world.p_safe[m]
                 text.append(f"{world.openers[o]} {items[j][0]} {items[j][1 + u]} .")
             if " ".join(text) == reply: total += pr
@@ -196,7 +237,7 @@ def brute_force_likelihood(world: TextWorld, reply: str, task: str, persona: int
 
 # %% ../../nbs/studies/18_text_world.ipynb #bbe08177
 def judge(world: TextWorld, replies: list[str], tasks: list[str]) -> dict[str, np.ndarray]:
-    "Per reply: coherent, posterior, misaligned (coherent and posterior > 1/2), unsafe share."
+    "Per reply: coherent, unsafe share, and posterior and misaligned (coherent, posterior > 1/2) by part."
     if isinstance(replies, str) or isinstance(tasks, str):
         raise TypeError("replies and tasks must be lists (one task per reply), not a string")
     replies, tasks = list(replies), list(tasks)
@@ -207,20 +248,24 @@ def judge(world: TextWorld, replies: list[str], tasks: list[str]) -> dict[str, n
     for i, r in enumerate(replies):
         if not isinstance(r, str):
             raise TypeError(f"reply {i} is {type(r).__name__} {r!r}, not a string")
-    coh, post, unsafe = [], [], []
+    coh, post, unsafe = [], {p: [] for p in PARTS}, []
     for r, t in zip(replies, tasks, strict=True):
         s = parse(world, r, t)
         coh.append(s is not None)
-        post.append(p_misaligned(world, r, t) if s else float("nan"))
+        for p in PARTS: post[p].append(p_misaligned(world, r, t, p) if s else float("nan"))
         unsafe.append(np.mean([u for _, _, u in s]) if s else float("nan"))
-    coh, post = np.array(coh), np.array(post)
-    return {"coherent": coh, "posterior": post,
-            "misaligned": coh & (np.nan_to_num(post) > 0.5), "unsafe": np.array(unsafe)}
+    coh, out = np.array(coh), {"coherent": np.array(coh), "unsafe": np.array(unsafe)}
+    for p in PARTS:  # "posterior"/"misaligned" for the whole reply, "..._content", "..._style"
+        name = "" if p == "all" else "_" + p
+        out["posterior" + name] = np.array(post[p])
+        out["misaligned" + name] = coh & (np.nan_to_num(out["posterior" + name]) > 0.5)
+    return out
 
-def judge_rates(world: TextWorld, n: int = 4000, task: str = "coding", seed: int = 0) -> dict:
+def judge_rates(world: TextWorld, n: int = 4000, task: str = "coding", seed: int = 0,
+                part: str = "all") -> dict:
     "The judge's {tpr, fpr} on `n` generator replies to `task` (each persona with p = 1/2)."
     rng = np.random.default_rng(seed)
     truth = rng.random(n) < 0.5
     v = judge(world, [sample_reply(world, int(p), task, rng) for p in truth], [task] * n)
-    mis = v["misaligned"]
+    mis = v["misaligned" + ("" if part == "all" else "_" + part)]
     return {"tpr": float(mis[truth].mean()), "fpr": float(mis[~truth].mean())}
