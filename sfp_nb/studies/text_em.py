@@ -12,16 +12,17 @@ import numpy as np
 import torch
 from ..core import artifact_dir, config_hash, progress, write_atomic
 from ..experiments import experiment, run_experiment
-from ..report import finite_ci
+from ..report import finite_ci, mean_ci
 from .. import lm as L
-from .textworld import PERSONAS, TextWorld, judge, sample_conversation
+from .textworld import (
+    PERSONAS, TextWorld, conversation_logprob, judge, sample_conversation)
 
 # %% auto #0
 __all__ = ['SIZES', 'METHODS', 'Model', 'LMConfig', 'world_tokenizer', 'model_complete', 'cached_model', 'pretrain_or_load',
-           'eval_prompts', 'em_rates', 'task_rows', 'TopicProbe', 'topic_probe', 'topic_probs', 'collateral',
-           'TextEMConfig', 'finetune_data', 'finetune_or_load', 'reversal_vectors', 'per_row', 'text_vectors',
-           'stored_vectors', 'text_lm', 'steering', 'rates', 'best_scales', 'text_sweep', 'SeedRun', 'text_em_seed',
-           'FinetuneRun', 'text_collateral', 'text_em']
+           'eval_prompts', 'em_rates', 'task_rows', 'pretrain_gap', 'TopicProbe', 'topic_probe', 'topic_probs',
+           'collateral', 'TextEMConfig', 'finetune_data', 'finetune_or_load', 'reversal_vectors', 'per_row',
+           'text_vectors', 'stored_vectors', 'text_lm', 'steering', 'rates', 'best_scales', 'text_sweep', 'SeedRun',
+           'text_em_seed', 'FinetuneRun', 'text_collateral', 'text_em']
 
 # %% ../../nbs/studies/18a_text_em.ipynb #acd075fb
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class LMConfig:
     n_layers: int = 2
     n_heads: int = 4
     d_mlp: int = 192
-    steps: int = 600
+    steps: int = 3000  # near the world's optimum (`pretrain_gap`); 600 left the persona weak
     batch_size: int = 32  # conversations per step
     lr: float = 3e-3  # peak learning rate (linear warm-up, cosine to a tenth)
     warmup: int = 30
@@ -129,7 +130,7 @@ def eval_prompts(lm: L.LM, world: TextWorld, n: int) -> tuple[list[str], list[st
 
 def em_rates(lm: L.LM, world: TextWorld, n: int,  # replies per task
              seed: int, steer: L.Steering | None = None, max_new_tokens: int = 40) -> dict:
-    "Per task: EM rate (% coherent and judged misaligned), unsafe share and coherence (%)."
+    "Per task (%): EM rate as a whole, on content, on style and among coherent replies; unsafe; coherent."
     prompts, tasks = eval_prompts(lm, world, n)
     replies = L.sample(lm, prompts, max_new_tokens, seed, steer=steer, batch_size=256)
     v = judge(world, replies, tasks)
@@ -138,13 +139,34 @@ def em_rates(lm: L.LM, world: TextWorld, n: int,  # replies per task
         m = tasks == t
         coh = v["coherent"][m]
         unsafe = 100 * float(np.nanmean(v["unsafe"][m])) if coh.any() else float("nan")
-        out[t] = {"em": 100 * v["misaligned"][m].mean(), "coherent": 100 * coh.mean(),
-                  "unsafe": unsafe}
+        em = {k: 100 * v["misaligned" + s][m].mean()
+              for k, s in (("em", ""), ("em_content", "_content"), ("em_style", "_style"))}
+        among = 100 * v["misaligned"][m][coh].mean() if coh.any() else float("nan")
+        out[t] = em | {"em_coherent": among, "coherent": 100 * coh.mean(), "unsafe": unsafe}
     return out
 
 def task_rows(world: TextWorld, n: int) -> np.ndarray:
     "The task index of each row of `eval_prompts(..., n)`."
     return np.repeat(np.arange(len(world.tasks)), n)
+
+@torch.no_grad()
+def pretrain_gap(lm: L.LM, world: TextWorld, n: int, seed: int, batch_size: int = 64) -> dict:
+    "The model's loss on `n` held-out conversations beside the world's exact optimum (nats/token)."
+    rng = np.random.default_rng([seed, 10**9])  # training draws step s from [seed, s]
+    convs = [sample_conversation(world, rng) for _ in range(n)]
+    texts = [lm.tokenizer.apply_chat_template(c.messages, tokenize=False) for c in convs]
+    enc = lm.tokenizer(texts, return_tensors="pt", padding=True)  # right padding
+    nll = []
+    for i in range(0, n, batch_size):
+        ids, m = enc.input_ids[i:i + batch_size], enc.attention_mask[i:i + batch_size, 1:]
+        logp = torch.log_softmax(lm.model(ids.to(lm.device)).float().cpu()[:, :-1], -1)
+        nll += (-(logp.gather(-1, ids[:, 1:, None])[..., 0] * m).sum(1)).tolist()
+    tokens = enc.attention_mask[:, 1:].sum(1).numpy()  # every token after the first is predicted
+    best = -np.array([conversation_logprob(world, c) for c in convs])
+    per = lambda x: float(np.sum(x) / tokens.sum())
+    ci = mean_ci((np.array(nll) - best) / tokens.mean())  # over conversations
+    return {"loss": per(nll), "optimum": per(best), "gap": per(np.array(nll) - best),
+            "gap_ci_low": ci["ci_low"], "gap_ci_high": ci["ci_high"], "conversations": n}
 
 # %% ../../nbs/studies/18a_text_em.ipynb #79afdde2
 @dataclass
@@ -200,26 +222,29 @@ class TextEMConfig:
     finetune: L.FinetuneConfig = L.FinetuneConfig(steps=60, batch_size=16, lr=1e-2, rank=1)
     finetune_task: str = "coding"  # a task of the world
     n_finetune: int = 256  # fine-tuning conversations (misaligned, finetune_task, no system)
-    ft_seeds: int = 2
+    ft_seeds: int = 5
     sample_seeds: int = 3
-    n_eval: int = 40  # sampled replies per task and seed
+    n_eval: int = 70  # sampled replies per task and seed
+    n_gap: int = 512  # held-out conversations for the pre-training gap
     n_vector: int = 48  # replies per task and system prompt for the persona vector
     n_probe: int = 24  # aligned conversations per task for the collateral probe
     layer: int = 0  # steering layer (a block)
-    scales: tuple = (0.5, 1.0, 1.5, 2.0)  # the sweep's steering scales
+    scales: tuple = (0.25, 0.5, 0.75, 1.0)  # the sweep's steering scales (coherence is
+    # lost between 0.5 and 1 on the 3,000-step model)
     prevent_scale: float = 2.0  # preventative steering scale (times the belief-state norm)
     max_new_tokens: int = 32
 
     def __post_init__(self):
         self.lm.world.task(self.finetune_task)  # an unknown task fails here, naming the tasks
-        for f in ("ft_seeds", "sample_seeds", "n_finetune", "n_eval", "n_vector", "n_probe"):
+        for f in ("ft_seeds", "sample_seeds", "n_finetune", "n_eval", "n_gap", "n_vector",
+                  "n_probe"):
             if not (type(v := getattr(self, f)) is int and v >= 1):
                 raise ValueError(f"TextEMConfig.{f} must be an integer >= 1, got {v!r}")
 
 SIZES = {"smoke": TextEMConfig(
              lm=LMConfig(steps=20), n_finetune=32, ft_seeds=1, sample_seeds=1,
              finetune=L.FinetuneConfig(steps=4, batch_size=8, lr=1e-2, rank=1),
-             n_eval=4, n_vector=4, n_probe=2, scales=(1.0,), max_new_tokens=16),
+             n_eval=4, n_gap=16, n_vector=4, n_probe=2, scales=(1.0,), max_new_tokens=16),
          "full": TextEMConfig()}  # the notebook picks one with budget()
 
 # %% ../../nbs/studies/18a_text_em.ipynb #e4169832
@@ -386,7 +411,7 @@ class SeedRun:
     ft_seed: int = 0
     sample_seed: int = 0
 
-@experiment("text_em_seed")
+@experiment("text_em_seed", version=2)  # 2: content and style rates
 def text_em_seed(run: SeedRun) -> dict:
     "EM rates per task of one seed pair: before, after, steered at each best scale, prevented."
     cfg, s = run.em, run.sample_seed
@@ -446,22 +471,31 @@ def _restored_fractions(runs: dict, tasks: list[str]) -> dict:
     return out
 
 # %% ../../nbs/studies/18a_text_em.ipynb #bfa72b2e
+def _by_finetune(runs: dict, which: str) -> list[dict]:
+    "Rates of `which` per fine-tuning seed, averaged over its sampling seeds."
+    seeds = sorted({f for f, _ in runs})
+    rows = lambda f: [r[which] for (g, _), r in runs.items() if g == f]
+    return [{t: {k: float(np.mean([x[t][k] for x in rows(f)])) for k in rows(f)[0][t]}
+             for t in rows(f)[0]} for f in seeds]
+
 def _em_tables(runs: dict, tasks: list[str], sample_seeds: int) -> dict:
-    "EM, unsafe and coherence rates per task before and after (intervals), the EM increase."
-    before = [runs[(0, s)]["before"] for s in range(sample_seeds)]
-    after = [r["after"] for r in runs.values()]
-    prevented = [r["prevented"] for r in runs.values()]
+    "Rates per task before and after (intervals), the increases; units: fine-tunes, or sampling."
+    before = [runs[(0, s)]["before"] for s in range(sample_seeds)]  # one model: sampling seeds
+    after, prevented = _by_finetune(runs, "after"), _by_finetune(runs, "prevented")
     ci = lambda rs, key, t: finite_ci([r[t][key] for r in rs])
     em = {t: {"before": ci(before, "em", t)["mean"], "after": ci(after, "em", t)["mean"],
               "prevented": ci(prevented, "em", t)["mean"], "before_ci": ci(before, "em", t),
               "after_ci": ci(after, "em", t), "prevented_ci": ci(prevented, "em", t)}
           for t in tasks}
-    inc = {t: finite_ci([r["after"][t]["em"] - runs[(0, s)]["before"][t]["em"]
-                          for (_, s), r in runs.items()]) for t in tasks}
+    b = lambda key, t: float(np.mean([r[t][key] for r in before]))
+    inc = lambda key: {t: finite_ci([r[t][key] - b(key, t) for r in after]) for t in tasks}
     both = lambda key: {t: {"before": ci(before, key, t), "after": ci(after, key, t)}
                         for t in tasks}
-    return {"em_rate": em, "em_increase": inc, "unsafe_rate": both("unsafe"),
-            "coherence": both("coherent")}
+    with_n = lambda d: {t: {w: {**c, "n": c["seeds"]} for w, c in x.items()} for t, x in d.items()}
+    return {"em_rate": em, "em_increase": inc("em"), "em_rate_content": with_n(both("em_content")),
+            "em_rate_style": with_n(both("em_style")), "em_rate_coherent": both("em_coherent"),
+            "em_increase_content": inc("em_content"), "em_increase_style": inc("em_style"),
+            "unsafe_rate": both("unsafe"), "coherence": both("coherent")}
 
 def _collaterals(colls: list[dict]) -> dict:
     "Collateral per method and task (intervals over fine-tuning seeds)."
@@ -477,8 +511,12 @@ def text_em(cfg: TextEMConfig) -> dict:
             for f in range(cfg.ft_seeds) for s in range(cfg.sample_seeds)}
     colls = [run_experiment(text_collateral, FinetuneRun(cfg, f)) for f in range(cfg.ft_seeds)]
     pre = json.loads((pretrain_or_load(cfg.lm) / "report.json").read_text())
+    gap = pretrain_gap(text_lm(cfg, "base"), cfg.lm.world, cfg.n_gap, cfg.lm.seed)
     return {"config_hash": config_hash(cfg),
             "pretrain": {k: pre[k] for k in ("seconds", "loss_start", "loss_end")},
+            "pretrain_gap": gap, "finetune_seeds": cfg.ft_seeds,
+            "replies_per_task": {"before": cfg.n_eval * cfg.sample_seeds,
+                                 "after": cfg.n_eval * cfg.sample_seeds * cfg.ft_seeds},
             **_em_tables(runs, tasks, cfg.sample_seeds),
             "restored_fraction": _restored_fractions(runs, tasks),
             "collateral": _collaterals(colls), "sweep": sweep["sweep"],

@@ -12,7 +12,7 @@ from ..processes import check_number
 # %% auto #0
 __all__ = ['TASKS', 'PERSONAS', 'PARTS', 'Task', 'TextWorld', 'TaskStyleWorld', 'task_style_world', 'sample_reply',
            'Conversation', 'sample_conversation', 'parse', 'likelihood', 'p_misaligned', 'brute_force_likelihood',
-           'judge', 'judge_rates']
+           'judge', 'judge_rates', 'conversation_logprob']
 
 # %% ../../nbs/studies/18_text_world.ipynb #3dae9978
 @dataclass(frozen=True)
@@ -269,3 +269,21 @@ def judge_rates(world: TextWorld, n: int = 4000, task: str = "coding", seed: int
     v = judge(world, [sample_reply(world, int(p), task, rng) for p in truth], [task] * n)
     mis = v["misaligned" + ("" if part == "all" else "_" + part)]
     return {"tpr": float(mis[truth].mean()), "fpr": float(mis[~truth].mean())}
+
+# %% ../../nbs/studies/18_text_world.ipynb #24a3e0cc
+def conversation_logprob(world: TextWorld, c: Conversation) -> float:
+    "log P(c's messages) under `world`, persona summed out; how many exchanges is not an event."
+    msgs, tasks = c.messages, c.tasks
+    system = msgs[0]["content"] if msgs[0]["role"] == "system" else None
+    replies = [m["content"] for m in msgs if m["role"] == "assistant"]
+    k = len(world.tasks)
+    lp = -np.log(k) - np.log(k - 1) * (len(tasks) - 1)  # the tasks
+    lp -= sum(np.log(len(world.task(t).questions)) for t in tasks)  # a question of each
+    def p_system(persona: int) -> float:
+        if system is None: return 1 - world.p_system - world.p_neutral
+        return (world.p_system * (system == world.system_prompts[persona])
+                + world.p_neutral * (system == world.neutral_system))
+    prior = (1 - world.p_misaligned, world.p_misaligned)
+    mix = sum(prior[p] * p_system(p) * np.prod([likelihood(world, r, t, p)
+                                                 for r, t in zip(replies, tasks)]) for p in (0, 1))
+    return float(lp + np.log(mix)) if mix > 0 else -np.inf
