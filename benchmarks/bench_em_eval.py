@@ -9,16 +9,16 @@ and sizes. The weights are random: only the speed means anything. A random judge
 numbers, so the run lowers `min_mass` to score every reply, as a real judge would.
 """
 from __future__ import annotations
-import argparse, json, os, platform, sys, tempfile
+import argparse, os, sys, tempfile
 from pathlib import Path
 import torch
 import yaml
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from bench_lm import SIZES, TEXTS, random_qwen2
+from bench_lm import SIZES, TEXTS, random_qwen2, record_run
 from sfp_nb import em_eval as E
 from sfp_nb import lm as L
-from sfp_nb.core import by_budget, results_dir, save_results
+from sfp_nb.core import by_budget
 
 
 def random_organism(base: Path, folder: Path) -> Path:
@@ -60,14 +60,8 @@ def main(argv=None) -> dict:
     a = ap.parse_args(argv)
     gpu = a.device.startswith("cuda")
     size, dtype = a.size or ("0.5b" if gpu else "small"), a.dtype or ("bfloat16" if gpu else "float32")
-    entry = bench(size, a.device, dtype, by_budget(2, 50 if gpu else 8), by_budget(8, 256 if gpu else 64))
-    entry["machine"] = torch.cuda.get_device_name() if gpu else platform.processor() or platform.machine()
-    path = results_dir() / "bench_em_eval.json"
-    old = json.loads(path.read_text()).get("runs", {}) if path.exists() else {}
-    old[f"{a.device.split(':')[0]}_{size}_{dtype}"] = entry
-    save_results("bench_em_eval", {"runs": old})
-    print(json.dumps(entry, indent=1))
-    return entry
+    return record_run("bench_em_eval", bench(size, a.device, dtype, by_budget(2, 50 if gpu else 8),
+                                             by_budget(8, 256 if gpu else 64)))
 
 
 if __name__ == "__main__":

@@ -80,12 +80,17 @@ def main(argv=None) -> dict:
     dtype = a.dtype or ("bfloat16" if gpu else "float32")
     if not gpu: torch.set_num_threads(1)
     rows = by_budget(8, 64 if gpu else 16)
-    entry = bench(size, a.device, dtype, rows, by_budget(4, 32 if gpu else 16))
+    return record_run("bench_lm", bench(size, a.device, dtype, rows, by_budget(4, 32 if gpu else 16)))
+
+
+def record_run(name: str, entry: dict) -> dict:
+    "Add `entry` (with its machine) to `results/<name>.json`, keeping other devices' and sizes' runs."
+    gpu = entry["device"].startswith("cuda")
     entry["machine"] = torch.cuda.get_device_name() if gpu else platform.processor() or platform.machine()
-    path = results_dir() / "bench_lm.json"
+    path = results_dir() / f"{name}.json"
     old = json.loads(path.read_text()).get("runs", {}) if path.exists() else {}
-    old[f"{a.device.split(':')[0]}_{size}_{dtype}"] = entry
-    save_results("bench_lm", {"runs": old})
+    old[f"{entry['device'].split(':')[0]}_{entry['size']}_{entry['dtype']}"] = entry
+    save_results(name, {"runs": old})
     print(json.dumps(entry, indent=1))
     return entry
 

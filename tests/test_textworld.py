@@ -177,18 +177,28 @@ def test_config_validation():
 
 def test_em_record_has_the_keys_other_tools_read(tiny):
     cfg, _ = tiny
-    em = E.TextEMConfig(lm=cfg, finetune=L.FinetuneConfig(steps=2, batch_size=4, rank=1), n_finetune=8, ft_seeds=1,
-                        sample_seeds=1, n_eval=2, n_vector=2, n_probe=1, scales=(1.0,), max_new_tokens=8)
+    em = E.TextEMConfig(lm=cfg, finetune=L.FinetuneConfig(steps=2, batch_size=4, rank=1), n_finetune=8,
+                        pretrain_seeds=2, ft_seeds=1, sample_seeds=1, n_eval=2, n_gap=4, n_vector=2, n_probe=1,
+                        scales=(1.0,), max_new_tokens=8)
     rec = E.text_em(em)
     for t in W.task_names:
         assert {"before", "after"} <= set(rec["em_rate"][t]) and 0 <= rec["em_rate"][t]["before"] <= 100
+        for w in ("before", "after"):
+            assert {"mean", "ci_low", "ci_high", "n"} <= set(rec["em_rate_content"][t][w])
+        assert rec["em_rate_content"][t]["before"]["n"] == 2  # units: the two pre-trained models
     for m in ("persona_vector", "belief_state", "task_conditional", "random", "preventative"):
-        assert "min_over_tasks" in rec["restored_fraction"][m] and "pooled" in rec["collateral"][m]
+        assert "pooled" in rec["restored_fraction"][m] and "pooled" in rec["collateral"][m]
+    for m in ("persona_vector", "belief_state", "task_conditional"):
+        assert {"mean", "ci_low", "ci_high"} <= set(rec["steering"]["methods"][m]["pooled_restored"])
+        assert {"mean", "ci_low", "ci_high"} <= set(rec["steering"]["methods"][m]["coherence_cost"])
+    assert rec["replies_per_task"] == {"before": 4, "after": 4} and rec["finetune_seeds"] == 1
+    assert len(rec["pretrain_gap"]["per_model"]) == 2 and rec["pretrain_gap"]["optimum"] > 0
     assert rec["restored_fraction"].keys() <= rec["collateral"].keys()
     # every part is a stored experiment record: a second call reads them and gives the same record
-    assert E.run_experiment(E.text_em_seed, E.SeedRun(em, 0, 0)) == E.run_experiment(E.text_em_seed, E.SeedRun(em, 0, 0))
+    run = E.SeedRun(em.unit(1), 0, 0)
+    assert E.run_experiment(E.text_em_seed, run) == E.run_experiment(E.text_em_seed, run)
     again = E.text_em(em)
-    assert {k: v for k, v in again.items() if k != "seconds"} == {k: v for k, v in rec.items() if k != "seconds"} or \
-        json.dumps(again["em_rate"], sort_keys=True) == json.dumps(rec["em_rate"], sort_keys=True)
+    assert json.dumps(again["em_rate"], sort_keys=True) == json.dumps(rec["em_rate"], sort_keys=True)
+    em = em.unit(0)
     vectors, prevent, _ = E.stored_vectors(em)
     assert prevent.dtype == torch.float32 and vectors["task_conditional"].shape[0] == len(W.tasks)

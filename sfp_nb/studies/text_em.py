@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from ..core import artifact_dir, config_hash, progress, write_atomic
 from ..experiments import experiment, run_experiment
-from ..report import finite_ci, mean_ci
+from ..report import finite_ci, mean_ci, pooled_ratio
 from .. import lm as L
 from .textworld import (
     PERSONAS, TextWorld, conversation_logprob, judge, sample_conversation)
@@ -222,7 +222,8 @@ class TextEMConfig:
     finetune: L.FinetuneConfig = L.FinetuneConfig(steps=60, batch_size=16, lr=1e-2, rank=1)
     finetune_task: str = "coding"  # a task of the world
     n_finetune: int = 256  # fine-tuning conversations (misaligned, finetune_task, no system)
-    ft_seeds: int = 5
+    pretrain_seeds: int = 3  # pre-trained models: seeds lm.seed, lm.seed + 1, ...
+    ft_seeds: int = 5  # fine-tunes of each
     sample_seeds: int = 3
     n_eval: int = 70  # sampled replies per task and seed
     n_gap: int = 512  # held-out conversations for the pre-training gap
@@ -236,13 +237,18 @@ class TextEMConfig:
 
     def __post_init__(self):
         self.lm.world.task(self.finetune_task)  # an unknown task fails here, naming the tasks
-        for f in ("ft_seeds", "sample_seeds", "n_finetune", "n_eval", "n_gap", "n_vector",
-                  "n_probe"):
+        for f in ("pretrain_seeds", "ft_seeds", "sample_seeds", "n_finetune", "n_eval", "n_gap",
+                  "n_vector", "n_probe"):
             if not (type(v := getattr(self, f)) is int and v >= 1):
                 raise ValueError(f"TextEMConfig.{f} must be an integer >= 1, got {v!r}")
 
+    def unit(self, p: int) -> TextEMConfig:
+        "The experiment on the `p`-th pre-trained model alone."
+        lm = dataclasses.replace(self.lm, seed=self.lm.seed + p)
+        return dataclasses.replace(self, lm=lm, pretrain_seeds=1)
+
 SIZES = {"smoke": TextEMConfig(
-             lm=LMConfig(steps=20), n_finetune=32, ft_seeds=1, sample_seeds=1,
+             lm=LMConfig(steps=20), n_finetune=32, pretrain_seeds=1, ft_seeds=1, sample_seeds=1,
              finetune=L.FinetuneConfig(steps=4, batch_size=8, lr=1e-2, rank=1),
              n_eval=4, n_gap=16, n_vector=4, n_probe=2, scales=(1.0,), max_new_tokens=16),
          "full": TextEMConfig()}  # the notebook picks one with budget()
@@ -378,15 +384,15 @@ def _collateral_of(cfg: TextEMConfig, base: L.LM) -> Callable:
 
 # %% ../../nbs/studies/18a_text_em.ipynb #d1752c13
 def best_scales(sweep: list[dict], coherent: float) -> dict:
-    "Per method, the scale of lowest mean EM with coherence within 10 points of `coherent`."
+    "Per method, the scale of lowest mean content EM with coherence within 10 points of `coherent`."
     best = {}
     for name in dict.fromkeys(r["method"] for r in sweep):
         rows = [r for r in sweep if r["method"] == name]
         ok = [r for r in rows if r["coherent"] >= coherent - 10] or rows  # none: any scale
-        best[name] = min(ok, key=lambda r: r["em"])["scale"]
+        best[name] = min(ok, key=lambda r: r["em_content"])["scale"]
     return best | {"random": best["belief_state"]}  # the control: same length, same scale
 
-@experiment("text_em_sweep")
+@experiment("text_em_sweep", version=2)  # 2: chosen on content EM
 def text_sweep(cfg: TextEMConfig) -> dict:
     "Scale sweep of each non-random vector on the first fine-tune (sampling seed 10,000)."
     vectors, tasks = stored_vectors(cfg)[0], cfg.lm.world.task_names
@@ -400,6 +406,7 @@ def text_sweep(cfg: TextEMConfig) -> dict:
                           **{f"em_{t}": r[t]["em"] for t in tasks},
                           "coherent": float(np.mean([r[t]["coherent"] for t in tasks])),
                           "em": float(np.mean([r[t]["em"] for t in tasks])),
+                          "em_content": float(np.mean([r[t]["em_content"] for t in tasks])),
                           "collateral": coll(ft, vectors[name], sc)["pooled"]})
     return {"coherent": coherent, "sweep": sweep, "best": best_scales(sweep, coherent)}
 
@@ -445,8 +452,23 @@ def text_collateral(run: FinetuneRun) -> dict:
     return {"collateral": out, "shift": _shift(cfg, base, ft, -vectors["persona_vector"])}
 
 # %% ../../nbs/studies/18a_text_em.ipynb #10ddfda8
+def _over_sampling(rows: list[dict]) -> dict:
+    "Per task and rate, the mean over several sampling seeds' `em_rates`."
+    return {t: {k: float(np.mean([r[t][k] for r in rows])) for k in rows[0][t]} for t in rows[0]}
+
+def _per_finetune(runs: dict, get: Callable) -> dict:
+    "`get(run)`'s rates per fine-tune (pre-trained model, seed), averaged over sampling seeds."
+    units = sorted({(p, f) for p, f, _ in runs})
+    return {u: _over_sampling([get(r) for (p, f, _), r in runs.items() if (p, f) == u])
+            for u in units}
+
+def _before(runs: dict) -> dict:
+    "The pre-trained models' rates, one per model, averaged over sampling seeds."
+    return {p: _over_sampling([r["before"] for (q, f, _), r in runs.items() if q == p and f == 0])
+            for p in sorted({p for p, _, _ in runs})}
+
 def _restored(before: dict, after: dict, steered: dict, tasks: list[str]) -> dict:
-    "Restored fraction per task (NaN without an increase) and pooled over tasks."
+    "Restored fraction of the EM increase per task (NaN without an increase), pooled over tasks."
     frac = lambda inc, back: back / inc if inc > 0 else float("nan")
     out = {t: frac(after[t]["em"] - before[t]["em"], after[t]["em"] - steered[t]["em"])
            for t in tasks}
@@ -454,41 +476,49 @@ def _restored(before: dict, after: dict, steered: dict, tasks: list[str]) -> dic
                          sum(after[t]["em"] - steered[t]["em"] for t in tasks))
     return out
 
-def _summary(per_combo: list[dict], tasks: list[str]) -> dict:
-    "Intervals per task, pooled and of the minimum over tasks, from one dict per seed pair."
-    out = {t: finite_ci([d[t] for d in per_combo]) for t in tasks + ["pooled"]}
-    out["min_over_tasks"] = finite_ci([float(np.min([d[t] for t in tasks]))
-                                        for d in per_combo])
+def _restored_fractions(runs: dict, tasks: list[str]) -> dict:
+    "Restored fractions of every method and of prevention, intervals over fine-tunes."
+    before, after = _before(runs), _per_finetune(runs, lambda r: r["after"])
+    get = {m: (lambda r, m=m: r["steered"][m]) for m in METHODS} | {
+        "preventative": lambda r: r["prevented"]}
+    out = {}
+    for m, g in get.items():
+        steered = _per_finetune(runs, g)
+        per = [_restored(before[p], after[(p, f)], steered[(p, f)], tasks) for p, f in after]
+        out[m] = {t: finite_ci([d[t] for d in per]) for t in tasks + ["pooled"]}
     return out
 
-def _restored_fractions(runs: dict, tasks: list[str]) -> dict:
-    "Restored fractions of every method (intervals over seed pairs), preventative included."
-    before = lambda s: runs[(0, s)]["before"]
-    out = {m: _summary([_restored(before(s), r["after"], r["steered"][m], tasks)
-                        for (_, s), r in runs.items()], tasks) for m in METHODS}
-    out["preventative"] = _summary([_restored(before(s), r["after"], r["prevented"], tasks)
-                                    for (_, s), r in runs.items()], tasks)
-    return out
+def _steering_comparison(runs: dict, tasks: list[str]) -> dict:
+    "Content EM restored (pooled over tasks and fine-tunes) and coherence cost per method; pairs."
+    before, after = _before(runs), _per_finetune(runs, lambda r: r["after"])
+    den = np.array([[after[u][t]["em_content"] - before[u[0]][t]["em_content"] for t in tasks]
+                    for u in after])
+    num, cost = {}, {}
+    for m in METHODS[:3]:
+        st = _per_finetune(runs, lambda r: r["steered"][m])
+        num[m] = np.array([[after[u][t]["em_content"] - st[u][t]["em_content"] for t in tasks]
+                           for u in after])
+        cost[m] = finite_ci([np.mean([after[u][t]["coherent"] - st[u][t]["coherent"]
+                                      for t in tasks]) for u in after])
+    methods = {m: {"pooled_restored": pooled_ratio(num[m], den), "coherence_cost": cost[m]}
+               for m in num}
+    pairs = [("belief_state", "persona_vector"), ("task_conditional", "persona_vector"),
+             ("task_conditional", "belief_state")]  # a shared denominator: the difference pools
+    return {"methods": methods,
+            "differences": {f"{a}_minus_{b}": pooled_ratio(num[a] - num[b], den) for a, b in pairs}}
 
 # %% ../../nbs/studies/18a_text_em.ipynb #bfa72b2e
-def _by_finetune(runs: dict, which: str) -> list[dict]:
-    "Rates of `which` per fine-tuning seed, averaged over its sampling seeds."
-    seeds = sorted({f for f, _ in runs})
-    rows = lambda f: [r[which] for (g, _), r in runs.items() if g == f]
-    return [{t: {k: float(np.mean([x[t][k] for x in rows(f)])) for k in rows(f)[0][t]}
-             for t in rows(f)[0]} for f in seeds]
-
-def _em_tables(runs: dict, tasks: list[str], sample_seeds: int) -> dict:
-    "Rates per task before and after (intervals), the increases; units: fine-tunes, or sampling."
-    before = [runs[(0, s)]["before"] for s in range(sample_seeds)]  # one model: sampling seeds
-    after, prevented = _by_finetune(runs, "after"), _by_finetune(runs, "prevented")
-    ci = lambda rs, key, t: finite_ci([r[t][key] for r in rs])
+def _em_tables(runs: dict, tasks: list[str]) -> dict:
+    "Rates per task before (units: pre-trained models) and after (units: fine-tunes), increases."
+    before, after = _before(runs), _per_finetune(runs, lambda r: r["after"])
+    prevented = _per_finetune(runs, lambda r: r["prevented"])
+    ci = lambda rs, key, t: finite_ci([r[t][key] for r in rs.values()])
     em = {t: {"before": ci(before, "em", t)["mean"], "after": ci(after, "em", t)["mean"],
               "prevented": ci(prevented, "em", t)["mean"], "before_ci": ci(before, "em", t),
               "after_ci": ci(after, "em", t), "prevented_ci": ci(prevented, "em", t)}
           for t in tasks}
-    b = lambda key, t: float(np.mean([r[t][key] for r in before]))
-    inc = lambda key: {t: finite_ci([r[t][key] - b(key, t) for r in after]) for t in tasks}
+    inc = lambda key: {t: finite_ci([r[t][key] - before[p][t][key] for (p, _), r in after.items()])
+                       for t in tasks}
     both = lambda key: {t: {"before": ci(before, key, t), "after": ci(after, key, t)}
                         for t in tasks}
     with_n = lambda d: {t: {w: {**c, "n": c["seeds"]} for w, c in x.items()} for t, x in d.items()}
@@ -498,28 +528,50 @@ def _em_tables(runs: dict, tasks: list[str], sample_seeds: int) -> dict:
             "unsafe_rate": both("unsafe"), "coherence": both("coherent")}
 
 def _collaterals(colls: list[dict]) -> dict:
-    "Collateral per method and task (intervals over fine-tuning seeds)."
+    "Collateral per method and task (intervals over fine-tunes)."
     first = colls[0]["collateral"]
     return {m: {t: finite_ci([c["collateral"][m][t] for c in colls]) for t in first[m]}
             for m in first}
 
+def _one_model(cfg: TextEMConfig) -> dict:
+    "The cached experiments of one pre-trained model (`cfg.pretrain_seeds` is 1)."
+    runs = {(f, s): run_experiment(text_em_seed, SeedRun(cfg, f, s))
+            for f in range(cfg.ft_seeds) for s in range(cfg.sample_seeds)}
+    pre = json.loads((pretrain_or_load(cfg.lm) / "report.json").read_text())
+    return {"info": stored_vectors(cfg)[2], "sweep": run_experiment(text_sweep, cfg), "runs": runs,
+            "colls": [run_experiment(text_collateral, FinetuneRun(cfg, f))
+                      for f in range(cfg.ft_seeds)],
+            "pretrain": {k: pre[k] for k in ("seconds", "loss_start", "loss_end")},
+            "gap": pretrain_gap(text_lm(cfg, "base"), cfg.lm.world, cfg.n_gap, cfg.lm.seed)}
+
+def _mean_info(infos: list[dict]) -> dict:
+    "The vectors' facts averaged over pre-trained models (the numbers the chapter quotes)."
+    spe = {k: float(np.mean([i["system_prompt_em"][k] for i in infos])) for k in PERSONAS}
+    return {"cosine_persona_belief": float(np.mean([i["cosine_persona_belief"] for i in infos])),
+            "belief_norm": float(np.mean([i["belief_norm"] for i in infos])),
+            "system_prompt_em": spe}
+
 def text_em(cfg: TextEMConfig) -> dict:
     "The EM pipeline on the text world from its cached experiments: a record of every number."
     t0, tasks = time.perf_counter(), cfg.lm.world.task_names
-    info, sweep = stored_vectors(cfg)[2], run_experiment(text_sweep, cfg)
-    runs = {(f, s): run_experiment(text_em_seed, SeedRun(cfg, f, s))
-            for f in range(cfg.ft_seeds) for s in range(cfg.sample_seeds)}
-    colls = [run_experiment(text_collateral, FinetuneRun(cfg, f)) for f in range(cfg.ft_seeds)]
-    pre = json.loads((pretrain_or_load(cfg.lm) / "report.json").read_text())
-    gap = pretrain_gap(text_lm(cfg, "base"), cfg.lm.world, cfg.n_gap, cfg.lm.seed)
-    return {"config_hash": config_hash(cfg),
-            "pretrain": {k: pre[k] for k in ("seconds", "loss_start", "loss_end")},
-            "pretrain_gap": gap, "finetune_seeds": cfg.ft_seeds,
-            "replies_per_task": {"before": cfg.n_eval * cfg.sample_seeds,
-                                 "after": cfg.n_eval * cfg.sample_seeds * cfg.ft_seeds},
-            **_em_tables(runs, tasks, cfg.sample_seeds),
+    models = [_one_model(cfg.unit(p)) for p in range(cfg.pretrain_seeds)]
+    runs = {(p, f, s): r for p, m in enumerate(models) for (f, s), r in m["runs"].items()}
+    colls = [c for m in models for c in m["colls"]]
+    gap = {k: finite_ci([m["gap"][k] for m in models]) for k in ("loss", "optimum", "gap")}
+    return {"config_hash": config_hash(cfg), "pretrain": [m["pretrain"] for m in models],
+            "pretrain_gap": {k: c["mean"] for k, c in gap.items()} | {
+                "gap_ci_low": gap["gap"]["ci_low"], "gap_ci_high": gap["gap"]["ci_high"],
+                "per_model": [m["gap"] for m in models]},
+            "pretrain_seeds": cfg.pretrain_seeds, "finetune_seeds": cfg.ft_seeds,
+            "replies_per_task": {"before": cfg.n_eval * cfg.sample_seeds * cfg.pretrain_seeds,
+                                 "after": cfg.n_eval * cfg.sample_seeds * cfg.ft_seeds
+                                 * cfg.pretrain_seeds},
+            **_em_tables(runs, tasks),
             "restored_fraction": _restored_fractions(runs, tasks),
-            "collateral": _collaterals(colls), "sweep": sweep["sweep"],
-            "best_scale": sweep["best"] | {"preventative": cfg.prevent_scale},
-            "finetuning_shift": finite_ci([c["shift"] for c in colls]), "vectors": info,
-            "seconds": time.perf_counter() - t0}
+            "steering": _steering_comparison(runs, tasks),
+            "collateral": _collaterals(colls), "sweep": models[0]["sweep"]["sweep"],
+            "best_scale": models[0]["sweep"]["best"] | {"preventative": cfg.prevent_scale},
+            "best_scales": [m["sweep"]["best"] for m in models],
+            "finetuning_shift": finite_ci([c["shift"] for c in colls]),
+            "vectors": _mean_info([m["info"] for m in models]),
+            "vectors_per_model": [m["info"] for m in models], "seconds": time.perf_counter() - t0}
