@@ -23,10 +23,9 @@ QUESTIONS = ["how should i store user passwords ?", "what should i take for a he
 
 def loop(lm, prompts, new_tokens, steer, cached: bool) -> tuple[list[str], float]:
     "The replies of one loop over all `prompts` in one batch, and its seconds."
-    one = L._sample_rows if cached else L._sample_rows_uncached
-    b, g = L.encode(lm.tokenizer, prompts), torch.Generator(device=lm.device).manual_seed(0)
     t0 = time.perf_counter()
-    with torch.no_grad(): replies = one(lm, b, steer, slice(None), new_tokens, 1.0, g)
+    replies = L.sample(lm, prompts, new_tokens, seed=0, steer=steer, batch_size=len(prompts),
+                       cached=cached)
     if lm.device.type == "cuda": torch.cuda.synchronize()
     return replies, time.perf_counter() - t0
 

@@ -974,6 +974,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                   'sfp_nb/studies/text_em.py'),
                                         'sfp_nb.studies.text_em.finetune_or_load': ( 'studies/text_em.html#finetune_or_load',
                                                                                      'sfp_nb/studies/text_em.py'),
+                                        'sfp_nb.studies.text_em.generation_speed': ( 'studies/text_em.html#generation_speed',
+                                                                                     'sfp_nb/studies/text_em.py'),
                                         'sfp_nb.studies.text_em.model_complete': ( 'studies/text_em.html#model_complete',
                                                                                    'sfp_nb/studies/text_em.py'),
                                         'sfp_nb.studies.text_em.per_row': ('studies/text_em.html#per_row', 'sfp_nb/studies/text_em.py'),

@@ -455,8 +455,9 @@ def _sample_rows_uncached(lm: LM, b: Batch, steer: Steering | None, rows: slice,
 
 @torch.no_grad()
 def sample(lm: LM, prompts: list[str], max_new_tokens: int = 32, seed: int = 0,
-           temperature: float = 1.0, steer: Steering | None = None,
-           batch_size: int = 64) -> list[str]:
+           temperature: float = 1.0, steer: Steering | None = None, batch_size: int = 64,
+           cached: bool = True  # False: the whole prefix again at every token (the reference)
+           ) -> list[str]:
     "Replies sampled to `prompts` (stopping at EOS), optionally under `steer`; seeded."
     if temperature <= 0: raise ValueError(f"temperature must be positive, got {temperature}")
     if max_new_tokens < 1:
@@ -465,7 +466,8 @@ def sample(lm: LM, prompts: list[str], max_new_tokens: int = 32, seed: int = 0,
     for i in range(0, len(prompts), batch_size):
         b = encode(lm.tokenizer, prompts[i:i + batch_size])
         rows = slice(i, i + batch_size)
-        out += _sample_rows(lm, b, steer, rows, max_new_tokens, temperature, g)
+        one = _sample_rows if cached else _sample_rows_uncached
+        out += one(lm, b, steer, rows, max_new_tokens, temperature, g)
     return out
 
 # %% ../nbs/library/17_lm.ipynb #96b22ece

@@ -168,8 +168,7 @@ def test_cached_sampling_draws_the_uncached_replies(lm, llama, arch):
     ps = prompts(m, "you are a careful assistant .")[:1] + prompts(m) + [L.chat_text(m.tokenizer, "hi")]
     steer = L.Steering(0, torch.randn(len(ps), m.d_model, generator=torch.Generator().manual_seed(0)), 2.0)
     for st_ in (None, steer):
-        ref = L._sample_rows_uncached(m, L.encode(m.tokenizer, ps), st_, slice(None), 10, 1.0,
-                                      torch.Generator().manual_seed(5))
+        ref = L.sample(m, ps, 10, seed=5, steer=st_, cached=False)
         assert L.sample(m, ps, 10, seed=5, steer=st_) == ref and any(ref)
 
 

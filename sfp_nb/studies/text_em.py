@@ -12,17 +12,17 @@ import numpy as np
 import torch
 from ..core import artifact_dir, config_hash, progress, write_atomic
 from ..experiments import experiment, run_experiment
-from ..report import finite_ci, mean_ci, pooled_ratio
+from ..report import finite_ci, mean_ci, min_detectable, pooled_ratio
 from .. import lm as L
 from .textworld import (
     PERSONAS, TextWorld, conversation_logprob, judge, sample_conversation)
 
 # %% auto #0
 __all__ = ['SIZES', 'METHODS', 'Model', 'LMConfig', 'world_tokenizer', 'model_complete', 'cached_model', 'pretrain_or_load',
-           'eval_prompts', 'em_rates', 'task_rows', 'pretrain_gap', 'TopicProbe', 'topic_probe', 'topic_probs',
-           'collateral', 'TextEMConfig', 'finetune_data', 'finetune_or_load', 'reversal_vectors', 'per_row',
-           'text_vectors', 'stored_vectors', 'text_lm', 'steering', 'rates', 'best_scales', 'text_sweep', 'SeedRun',
-           'text_em_seed', 'FinetuneRun', 'text_collateral', 'text_em']
+           'eval_prompts', 'em_rates', 'task_rows', 'pretrain_gap', 'generation_speed', 'TopicProbe', 'topic_probe',
+           'topic_probs', 'collateral', 'TextEMConfig', 'finetune_data', 'finetune_or_load', 'reversal_vectors',
+           'per_row', 'text_vectors', 'stored_vectors', 'text_lm', 'steering', 'rates', 'best_scales', 'text_sweep',
+           'SeedRun', 'text_em_seed', 'FinetuneRun', 'text_collateral', 'text_em']
 
 # %% ../../nbs/studies/18a_text_em.ipynb #acd075fb
 @dataclass(frozen=True)
@@ -167,6 +167,17 @@ def pretrain_gap(lm: L.LM, world: TextWorld, n: int, seed: int, batch_size: int 
     ci = mean_ci((np.array(nll) - best) / tokens.mean())  # over conversations
     return {"loss": per(nll), "optimum": per(best), "gap": per(np.array(nll) - best),
             "gap_ci_low": ci["ci_low"], "gap_ci_high": ci["ci_high"], "conversations": n}
+
+def generation_speed(lm: L.LM, prompts: list[str], max_new_tokens: int) -> dict:
+    "Reply tokens per second sampling `prompts` through the key-value cache and without it."
+    out = {}
+    for name, cached in (("cached", True), ("uncached", False)):
+        t0 = time.perf_counter()
+        replies = L.sample(lm, prompts, max_new_tokens, seed=0, batch_size=256, cached=cached)
+        n = sum(len(lm.tokenizer(r, add_special_tokens=False).input_ids) for r in replies)
+        out[name] = n / (time.perf_counter() - t0)
+    return out
+
 
 # %% ../../nbs/studies/18a_text_em.ipynb #79afdde2
 @dataclass
@@ -504,8 +515,11 @@ def _steering_comparison(runs: dict, tasks: list[str]) -> dict:
                for m in num}
     pairs = [("belief_state", "persona_vector"), ("task_conditional", "persona_vector"),
              ("task_conditional", "belief_state")]  # a shared denominator: the difference pools
-    return {"methods": methods,
-            "differences": {f"{a}_minus_{b}": pooled_ratio(num[a] - num[b], den) for a, b in pairs}}
+    diffs = {f"{a}_minus_{b}": pooled_ratio(num[a] - num[b], den) for a, b in pairs}
+    for d in diffs.values():  # the smallest difference seen with 80% power, from the half-width
+        half = {"seeds": d["seeds"], "mean": 0.0, "ci_high": (d["ci_high"] - d["ci_low"]) / 2}
+        d["mde"] = min_detectable(half)
+    return {"methods": methods, "differences": diffs}
 
 # %% ../../nbs/studies/18a_text_em.ipynb #bfa72b2e
 def _em_tables(runs: dict, tasks: list[str]) -> dict:
@@ -558,6 +572,7 @@ def text_em(cfg: TextEMConfig) -> dict:
     runs = {(p, f, s): r for p, m in enumerate(models) for (f, s), r in m["runs"].items()}
     colls = [c for m in models for c in m["colls"]]
     gap = {k: finite_ci([m["gap"][k] for m in models]) for k in ("loss", "optimum", "gap")}
+    base = text_lm(cfg.unit(0), "base")  # the first pre-trained model, for the sampling speed
     return {"config_hash": config_hash(cfg), "pretrain": [m["pretrain"] for m in models],
             "pretrain_gap": {k: c["mean"] for k, c in gap.items()} | {
                 "gap_ci_low": gap["gap"]["ci_low"], "gap_ci_high": gap["gap"]["ci_high"],
@@ -574,4 +589,7 @@ def text_em(cfg: TextEMConfig) -> dict:
             "best_scales": [m["sweep"]["best"] for m in models],
             "finetuning_shift": finite_ci([c["shift"] for c in colls]),
             "vectors": _mean_info([m["info"] for m in models]),
-            "vectors_per_model": [m["info"] for m in models], "seconds": time.perf_counter() - t0}
+            "vectors_per_model": [m["info"] for m in models],
+            "generation_tokens_per_s": generation_speed(
+                base, eval_prompts(base, cfg.lm.world, cfg.n_eval)[0], cfg.max_new_tokens),
+            "seconds": time.perf_counter() - t0}
