@@ -9,13 +9,13 @@ and sizes. The weights are random: only the speed means anything. A random judge
 numbers, so the run lowers `min_mass` to score every reply, as a real judge would.
 """
 from __future__ import annotations
-import argparse, os, sys, tempfile
+import os, sys, tempfile
 from pathlib import Path
 import torch
 import yaml
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from bench_lm import SIZES, TEXTS, random_qwen2, record_run
+from bench_lm import TEXTS, device_args, random_qwen2, record_run
 from sfp_nb import em_eval as E
 from sfp_nb import lm as L
 from sfp_nb.core import by_budget
@@ -53,14 +53,9 @@ def bench(size: str, device: str, dtype: str, samples: int, new_tokens: int) -> 
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--size", choices=list(SIZES), default=None)
-    ap.add_argument("--dtype", choices=list(L.DTYPES), default=None)
-    a = ap.parse_args(argv)
-    gpu = a.device.startswith("cuda")
-    size, dtype = a.size or ("0.5b" if gpu else "small"), a.dtype or ("bfloat16" if gpu else "float32")
-    return record_run("bench_em_eval", bench(size, a.device, dtype, by_budget(2, 50 if gpu else 8),
+    device, size, dtype = device_args(argv, __doc__.splitlines()[0])
+    gpu = device.startswith("cuda")
+    return record_run("bench_em_eval", bench(size, device, dtype, by_budget(2, 50 if gpu else 8),
                                              by_budget(8, 256 if gpu else 64)))
 
 

@@ -69,18 +69,23 @@ def bench(size: str, device: str, dtype: str, n_rows: int, new_tokens: int) -> d
                        "new_tokens_per_second": n_rows * new_tokens / secs}}
 
 
-def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def device_args(argv, description: str) -> tuple[str, str, str]:
+    "(device, size, dtype) from the command line; on a GPU the defaults are Qwen2.5-0.5B's shape in bfloat16."
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--size", choices=list(SIZES), default=None)
     ap.add_argument("--dtype", choices=list(L.DTYPES), default=None)
     a = ap.parse_args(argv)
     gpu = a.device.startswith("cuda")
-    size = a.size or ("0.5b" if gpu else "small")
-    dtype = a.dtype or ("bfloat16" if gpu else "float32")
+    return a.device, a.size or ("0.5b" if gpu else "small"), a.dtype or ("bfloat16" if gpu else "float32")
+
+
+def main(argv=None) -> dict:
+    device, size, dtype = device_args(argv, __doc__.splitlines()[0])
+    gpu = device.startswith("cuda")
     if not gpu: torch.set_num_threads(1)
     rows = by_budget(8, 64 if gpu else 16)
-    return record_run("bench_lm", bench(size, a.device, dtype, rows, by_budget(4, 32 if gpu else 16)))
+    return record_run("bench_lm", bench(size, device, dtype, rows, by_budget(4, 32 if gpu else 16)))
 
 
 def record_run(name: str, entry: dict) -> dict:
